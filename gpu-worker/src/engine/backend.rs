@@ -1,0 +1,14 @@
+use super::{EngineError, ModelSignature, Tensor};
+
+/// A loaded model instance. `run` takes `&mut self` because ONNX Runtime's
+/// session does; each instance lives on its own thread, so no lock is needed.
+pub trait Backend: Send {
+    fn signature(&self) -> &ModelSignature;
+    /// Inputs arrive in signature order; outputs leave in signature order.
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
+}
+
+/// Builds instances of one model; called once per instance thread.
+pub trait BackendFactory: Send + Sync {
+    fn create(&self) -> Result<Box<dyn Backend>, EngineError>;
+}

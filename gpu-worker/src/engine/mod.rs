@@ -1,0 +1,14 @@
+//! The model engine: tensors, backends and devices. It knows nothing of gRPC
+//! or Redis, so the worker server and the batcher drive it alike.
+
+mod backend;
+mod device;
+mod error;
+mod ort_backend;
+mod tensor;
+
+pub use backend::{Backend, BackendFactory};
+pub use device::Device;
+pub use error::EngineError;
+pub use ort_backend::{OrtBackend, OrtFactory, OrtOptions, ort_environment};
+pub use tensor::{DataType, ModelSignature, Tensor, TensorSpec};

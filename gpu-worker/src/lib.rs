@@ -1,0 +1,6 @@
+//! Switchboard worker: the model engine, the micro-batch scheduler that
+//! drives it, and the gRPC server that exposes it.
+
+pub mod engine;
+pub mod scheduler;
+pub mod fixtures;

@@ -1,0 +1,410 @@
+//! Dynamic micro-batching, one scheduler per deployment.
+//!
+//! The scheduler is an actor: one task owns the queues and the set of free
+//! model instances; callers send a request and await a oneshot reply. Each
+//! instance is a dedicated OS thread (sessions run with `&mut self` and block),
+//! and tells the actor when it is free again. A batch is formed only when an
+//! instance is free, so under load batches grow by themselves.
+
+mod batch;
+mod stats;
+
+pub use batch::{compatible, concat, split, validate};
+pub use stats::{BatchRecord, BatchStats, Duration64, ModelStats};
+
+use crate::engine::{Backend, BackendFactory, EngineError, ModelSignature, Tensor};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, debug_span, warn};
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Largest batch in rows; 0 runs each request alone (model without a
+    /// dynamic batch dimension, as Triton's max_batch_size 0).
+    pub max_batch_size: usize,
+    /// How long the oldest request may wait for a fuller batch.
+    pub max_queue_delay: Duration,
+    /// Batch sizes dispatched at once without waiting for the delay.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Requests waiting at most; past it RESOURCE_EXHAUSTED. 0 = unbounded.
+    pub max_queue_size: usize,
+    /// Model instances, each on its own thread.
+    pub instances: usize,
+    /// Priority levels (1 is served first); a request's 0 means the default.
+    pub priority_levels: u32,
+    pub default_priority: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_batch_size: 32,
+            max_queue_delay: Duration::from_micros(500),
+            preferred_batch_sizes: Vec::new(),
+            max_queue_size: 1024,
+            instances: 1,
+            priority_levels: 2,
+            default_priority: 2,
+        }
+    }
+}
+
+pub struct Request {
+    pub inputs: Vec<(String, Tensor)>,
+    pub deadline: Option<Instant>,
+    pub priority: u32,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub outputs: Vec<Tensor>,
+    /// Rows in the batch this request ran in.
+    pub batch_size: usize,
+    pub queue_time: Duration,
+    pub compute_time: Duration,
+}
+
+type Reply = oneshot::Sender<Result<Response, EngineError>>;
+
+struct Pending {
+    inputs: Vec<Tensor>,
+    rows: usize,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+    reply: Reply,
+}
+
+enum Msg {
+    Enqueue(Pending, usize),
+    InstanceFree(usize),
+}
+
+struct Shared {
+    name: String,
+    signature: ModelSignature,
+    config: SchedulerConfig,
+    tx: mpsc::UnboundedSender<Msg>,
+    queued: AtomicUsize,
+    /// Requests handed to an instance so far.
+    dispatched: AtomicUsize,
+    stats: Mutex<ModelStats>,
+}
+
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+impl Scheduler {
+    /// Loads `config.instances` instances (each on its own thread) and starts
+    /// the actor. Fails if any instance cannot be created.
+    pub fn start(
+        name: impl Into<String>,
+        factory: Arc<dyn BackendFactory>,
+        signature: ModelSignature,
+        mut config: SchedulerConfig,
+    ) -> Result<Self, EngineError> {
+        if !signature.batched {
+            config.max_batch_size = 0;
+        }
+        config.instances = config.instances.max(1);
+        config.priority_levels = config.priority_levels.max(1);
+        config.default_priority = config.default_priority.clamp(1, config.priority_levels);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            signature,
+            config,
+            tx,
+            queued: AtomicUsize::new(0),
+            dispatched: AtomicUsize::new(0),
+            stats: Mutex::new(ModelStats::default()),
+        });
+        let mut instances = Vec::with_capacity(shared.config.instances);
+        for id in 0..shared.config.instances {
+            instances.push(spawn_instance(id, factory.clone(), shared.clone())?);
+        }
+        tokio::spawn(run_actor(rx, instances, shared.clone()));
+        Ok(Scheduler { shared })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn signature(&self) -> &ModelSignature {
+        &self.shared.signature
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.shared.config
+    }
+
+    pub fn stats(&self) -> ModelStats {
+        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Requests waiting now.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Requests handed to a model instance since start.
+    pub fn dispatched(&self) -> usize {
+        self.shared.dispatched.load(Ordering::Acquire)
+    }
+
+    /// Validates, queues and awaits one request. Invalid input, a full queue
+    /// and an already-passed deadline are answered at once.
+    pub async fn infer(&self, req: Request) -> Result<Response, EngineError> {
+        let s = &self.shared;
+        let start = Instant::now();
+        let inputs = validate(&s.signature, s.config.max_batch_size, req.inputs)?;
+        if req.deadline.is_some_and(|d| d <= start) {
+            return Err(self.refuse(EngineError::DeadlineExceeded, start));
+        }
+        let limit = s.config.max_queue_size;
+        if limit > 0 && s.queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            s.queued.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("switchboard_rejected_total", "model" => s.name.clone(), "reason" => "queue_full").increment(1);
+            let msg = format!("queue of model '{}' is full ({limit} requests waiting)", s.name);
+            return Err(self.refuse(EngineError::ResourceExhausted(msg), start));
+        } else if limit == 0 {
+            s.queued.fetch_add(1, Ordering::AcqRel);
+        }
+        let level = match req.priority {
+            0 => s.config.default_priority,
+            p => p.min(s.config.priority_levels),
+        } as usize
+            - 1;
+        let rows = if s.config.max_batch_size > 0 { inputs[0].rows() } else { 1 };
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending { inputs, rows, enqueued: start, deadline: req.deadline, reply };
+        if s.tx.send(Msg::Enqueue(pending, level)).is_err() {
+            s.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Unavailable(format!("model '{}' is shutting down", s.name)));
+        }
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(EngineError::Internal("model instance stopped".into())));
+        let queue = result.as_ref().ok().map(|r| r.queue_time);
+        if let Ok(mut st) = s.stats.lock() {
+            st.record_request(result.is_ok(), start.elapsed(), queue);
+        }
+        metrics::counter!("switchboard_requests_total", "model" => s.name.clone(), "outcome" => if result.is_ok() { "ok" } else { "error" }).increment(1);
+        result
+    }
+
+    fn refuse(&self, e: EngineError, start: Instant) -> EngineError {
+        if let Ok(mut st) = self.shared.stats.lock() {
+            st.record_request(false, start.elapsed(), None);
+        }
+        e
+    }
+}
+
+type BatchTx = std::sync::mpsc::Sender<(Vec<Pending>, Instant)>;
+
+fn spawn_instance(id: usize, factory: Arc<dyn BackendFactory>, shared: Arc<Shared>) -> Result<BatchTx, EngineError> {
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<Pending>, Instant)>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("{}-{id}", shared.name))
+        .spawn(move || {
+            let mut backend = match factory.create() {
+                Ok(b) => {
+                    let _ = ready_tx.send(Ok(()));
+                    b
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut batch_id: u64 = 0;
+            while let Ok((batch, dispatched)) = rx.recv() {
+                batch_id += 1;
+                run_batch(&shared, backend.as_mut(), batch, dispatched, id, batch_id);
+                if shared.tx.send(Msg::InstanceFree(id)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| EngineError::Runtime(format!("cannot start instance thread: {e}")))?;
+    ready_rx
+        .recv()
+        .map_err(|_| EngineError::Runtime("instance thread died while loading".into()))??;
+    Ok(tx)
+}
+
+fn run_batch(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>, dispatched: Instant, instance: usize, id: u64) {
+    let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
+    let total: usize = rows.iter().sum();
+    let _span = debug_span!("batch", model = %shared.name, instance, id, size = total, requests = batch.len()).entered();
+    let t0 = Instant::now();
+    let views: Vec<&[Tensor]> = batch.iter().map(|p| p.inputs.as_slice()).collect();
+    let inputs = concat(&views);
+    let t1 = Instant::now();
+    let result = backend.run(inputs);
+    let t2 = Instant::now();
+    let outputs = result.and_then(|o| split(o, &rows));
+    let t3 = Instant::now();
+    let record = BatchRecord {
+        rows: total,
+        requests: batch.len() as u64,
+        input: t1 - t0,
+        infer: t2 - t1,
+        output: t3 - t2,
+        ok: outputs.is_ok(),
+    };
+    if let Ok(mut st) = shared.stats.lock() {
+        st.record_batch(&record);
+    }
+    metrics::histogram!("switchboard_batch_size", "model" => shared.name.clone()).record(total as f64);
+    metrics::histogram!("switchboard_compute_seconds", "model" => shared.name.clone()).record((t3 - t0).as_secs_f64());
+    match outputs {
+        Ok(parts) => {
+            for (p, outputs) in batch.into_iter().zip(parts) {
+                let queue_time = dispatched.saturating_duration_since(p.enqueued);
+                let _ = p.reply.send(Ok(Response { outputs, batch_size: total, queue_time, compute_time: t3 - t0 }));
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "batch failed");
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+async fn run_actor(mut rx: mpsc::UnboundedReceiver<Msg>, instances: Vec<BatchTx>, shared: Arc<Shared>) {
+    let levels = shared.config.priority_levels as usize;
+    let mut queues: Vec<VecDeque<Pending>> = (0..levels).map(|_| VecDeque::new()).collect();
+    let mut free: Vec<usize> = (0..instances.len()).rev().collect();
+    let mut wake: Option<Instant> = None;
+    loop {
+        // `None` from the timer arm means "the batch delay ran out".
+        let msg = match wake {
+            Some(at) => tokio::select! {
+                m = rx.recv() => match m { Some(m) => Some(m), None => break },
+                () = tokio::time::sleep_until(at.into()) => None,
+            },
+            None => match rx.recv().await { Some(m) => Some(m), None => break },
+        };
+        if let Some(m) = msg {
+            apply(m, &mut queues, &mut free);
+        }
+        // Take whatever else has arrived before deciding, so a burst of
+        // requests lands in one batch rather than the first alone.
+        while let Ok(m) = rx.try_recv() {
+            apply(m, &mut queues, &mut free);
+        }
+        wake = dispatch(&shared, &mut queues, &mut free, &instances);
+        metrics::gauge!("switchboard_queue_depth", "model" => shared.name.clone())
+            .set(shared.queued.load(Ordering::Relaxed) as f64);
+    }
+    debug!(model = %shared.name, "scheduler stopped");
+}
+
+fn apply(msg: Msg, queues: &mut [VecDeque<Pending>], free: &mut Vec<usize>) {
+    match msg {
+        Msg::Enqueue(p, level) => queues[level].push_back(p),
+        Msg::InstanceFree(id) => free.push(id),
+    }
+}
+
+/// Answers and removes requests that can no longer be served: past their
+/// deadline (DEADLINE_EXCEEDED, never run) or abandoned by their caller.
+fn drop_dead(shared: &Shared, queues: &mut [VecDeque<Pending>], now: Instant) {
+    for q in queues.iter_mut() {
+        q.retain_mut(|p| {
+            let expired = p.deadline.is_some_and(|d| d <= now);
+            if !expired && !p.reply.is_closed() {
+                return true;
+            }
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            if expired {
+                metrics::counter!("switchboard_rejected_total", "model" => shared.name.clone(), "reason" => "deadline").increment(1);
+                let (tx, _) = oneshot::channel();
+                let reply = std::mem::replace(&mut p.reply, tx);
+                let _ = reply.send(Err(EngineError::DeadlineExceeded));
+            }
+            false
+        });
+    }
+}
+
+/// Sends batches to free instances while there is work, and returns when the
+/// actor should look again if it is waiting for a fuller batch.
+fn dispatch(
+    shared: &Shared,
+    queues: &mut [VecDeque<Pending>],
+    free: &mut Vec<usize>,
+    instances: &[BatchTx],
+) -> Option<Instant> {
+    let cfg = &shared.config;
+    loop {
+        if free.is_empty() || queues.iter().all(VecDeque::is_empty) {
+            return None;
+        }
+        let now = Instant::now();
+        drop_dead(shared, queues, now);
+        // Walk the queues in priority order, taking requests that stack with
+        // the first, until the batch is full or an incompatible one blocks.
+        let mut take: Vec<(usize, usize)> = Vec::new();
+        let mut rows = 0;
+        let mut closed = false;
+        let mut head: Option<&Pending> = None;
+        'scan: for (level, q) in queues.iter().enumerate() {
+            for (i, p) in q.iter().enumerate() {
+                let Some(h) = head else {
+                    head = Some(p);
+                    rows = p.rows;
+                    take.push((level, i));
+                    if cfg.max_batch_size == 0 || rows >= cfg.max_batch_size {
+                        closed = true;
+                        break 'scan;
+                    }
+                    continue;
+                };
+                if !compatible(&h.inputs, &p.inputs) || rows + p.rows > cfg.max_batch_size {
+                    closed = true;
+                    break 'scan;
+                }
+                rows += p.rows;
+                take.push((level, i));
+                if rows >= cfg.max_batch_size {
+                    closed = true;
+                    break 'scan;
+                }
+            }
+        }
+        let Some(head) = head else { return None };
+        let due = head.enqueued + cfg.max_queue_delay;
+        let ready = closed || now >= due || cfg.preferred_batch_sizes.contains(&rows);
+        if !ready {
+            return Some(due);
+        }
+        // Remove back to front so earlier indices stay valid.
+        let mut batch: Vec<Pending> = Vec::with_capacity(take.len());
+        for &(level, i) in take.iter().rev() {
+            if let Some(p) = queues[level].remove(i) {
+                batch.push(p);
+            }
+        }
+        batch.reverse();
+        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        shared.dispatched.fetch_add(batch.len(), Ordering::AcqRel);
+        let Some(instance) = free.pop() else { return None };
+        if let Err(e) = instances[instance].send((batch, Instant::now())) {
+            // The instance thread is gone; its requests are answered by
+            // dropping their reply senders (the caller sees an internal error).
+            warn!(model = %shared.name, instance, "instance thread stopped");
+            drop(e);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, checks device code compiles,
+# then runs every test (real redis-server, real ONNX Runtime, real gRPC).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/setup.sh
+cargo test --workspace --locked 2>&1
