@@ -4,3 +4,4 @@
 pub mod engine;
 pub mod scheduler;
 pub mod fixtures;
+pub mod server;

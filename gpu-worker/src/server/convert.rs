@@ -1,0 +1,167 @@
+//! KServe V2 messages to engine tensors and back. Typed `contents` and
+//! `raw_input_contents` both become little-endian bytes; answers mirror the
+//! request's choice.
+
+use crate::engine::{DataType, EngineError, Tensor};
+use bytes::Bytes;
+use proto::inference::model_infer_request::InferInputTensor;
+use proto::inference::model_infer_response::InferOutputTensor;
+use proto::inference::{InferTensorContents, ModelInferRequest};
+
+fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Bytes {
+    let mut out = Vec::with_capacity(values.len() * N);
+    for &v in values {
+        out.extend_from_slice(&to(v));
+    }
+    out.into()
+}
+
+/// Bytes of a typed `contents` field, converted to `dtype`'s width.
+fn typed_bytes(name: &str, dtype: DataType, c: &InferTensorContents) -> Result<Bytes, EngineError> {
+    Ok(match dtype {
+        DataType::Fp32 => le_bytes(&c.fp32_contents, f32::to_le_bytes),
+        DataType::Fp64 => le_bytes(&c.fp64_contents, f64::to_le_bytes),
+        DataType::Int64 => le_bytes(&c.int64_contents, i64::to_le_bytes),
+        DataType::Int32 => le_bytes(&c.int_contents, i32::to_le_bytes),
+        DataType::Int16 => le_bytes(&c.int_contents, |v| (v as i16).to_le_bytes()),
+        DataType::Int8 => le_bytes(&c.int_contents, |v| (v as i8).to_le_bytes()),
+        DataType::Uint64 => le_bytes(&c.uint64_contents, u64::to_le_bytes),
+        DataType::Uint32 => le_bytes(&c.uint_contents, u32::to_le_bytes),
+        DataType::Uint16 => le_bytes(&c.uint_contents, |v| (v as u16).to_le_bytes()),
+        DataType::Uint8 => le_bytes(&c.uint_contents, |v| [v as u8]),
+        DataType::Bool => le_bytes(&c.bool_contents, |v| [u8::from(v)]),
+    })
+    .and_then(|b: Bytes| {
+        if b.is_empty() && !c.bytes_contents.is_empty() {
+            Err(EngineError::InvalidArgument(format!("input '{name}': BYTES contents given for a {dtype} input")))
+        } else {
+            Ok(b)
+        }
+    })
+}
+
+/// The request's inputs as named engine tensors, and whether it used raw
+/// contents (so the answer can do the same).
+pub fn request_inputs(req: &ModelInferRequest) -> Result<(Vec<(String, Tensor)>, bool), EngineError> {
+    let raw = !req.raw_input_contents.is_empty();
+    if raw && req.raw_input_contents.len() != req.inputs.len() {
+        return Err(EngineError::InvalidArgument(format!(
+            "{} inputs but {} raw_input_contents; expected one per input",
+            req.inputs.len(),
+            req.raw_input_contents.len()
+        )));
+    }
+    if req.inputs.is_empty() {
+        return Err(EngineError::InvalidArgument("request has no inputs".into()));
+    }
+    let mut out = Vec::with_capacity(req.inputs.len());
+    for (i, t) in req.inputs.iter().enumerate() {
+        out.push((t.name.clone(), input_tensor(t, raw.then(|| req.raw_input_contents[i].clone()))?));
+    }
+    Ok((out, raw))
+}
+
+fn input_tensor(t: &InferInputTensor, raw: Option<Bytes>) -> Result<Tensor, EngineError> {
+    let dtype = DataType::from_v2_name(&t.datatype).ok_or_else(|| {
+        EngineError::InvalidArgument(format!("input '{}': unsupported datatype '{}'", t.name, t.datatype))
+    })?;
+    let data = match (raw, &t.contents) {
+        (Some(raw), _) => raw,
+        (None, Some(c)) => typed_bytes(&t.name, dtype, c)?,
+        (None, None) => Bytes::new(),
+    };
+    Ok(Tensor { dtype, shape: t.shape.clone(), data })
+}
+
+/// One output for the answer; with `raw`, its bytes go to `raw_output_contents`.
+pub fn output_tensor(name: &str, t: Tensor, raw: bool) -> (InferOutputTensor, Option<Bytes>) {
+    let mut out = InferOutputTensor {
+        name: name.to_string(),
+        datatype: t.dtype.v2_name().to_string(),
+        shape: t.shape.clone(),
+        ..Default::default()
+    };
+    if raw {
+        return (out, Some(t.data));
+    }
+    let mut c = InferTensorContents::default();
+    match t.dtype {
+        DataType::Fp32 => c.fp32_contents = t.to_vec::<f32>(),
+        DataType::Fp64 => c.fp64_contents = t.to_vec::<f64>(),
+        DataType::Int64 => c.int64_contents = t.to_vec::<i64>(),
+        DataType::Int32 => c.int_contents = t.to_vec::<i32>(),
+        DataType::Int16 => c.int_contents = t.to_vec::<i16>().into_iter().map(i32::from).collect(),
+        DataType::Int8 => c.int_contents = t.to_vec::<i8>().into_iter().map(i32::from).collect(),
+        DataType::Uint64 => c.uint64_contents = t.to_vec::<u64>(),
+        DataType::Uint32 => c.uint_contents = t.to_vec::<u32>(),
+        DataType::Uint16 => c.uint_contents = t.to_vec::<u16>().into_iter().map(u32::from).collect(),
+        DataType::Uint8 => c.uint_contents = t.data.iter().map(|&b| u32::from(b)).collect(),
+        DataType::Bool => c.bool_contents = t.data.iter().map(|&b| b != 0).collect(),
+    }
+    out.contents = Some(c);
+    (out, None)
+}
+
+/// Triton's `model_config.proto` DataType numbers.
+pub fn config_dtype(d: DataType) -> i32 {
+    match d {
+        DataType::Bool => 1,
+        DataType::Uint8 => 2,
+        DataType::Uint16 => 3,
+        DataType::Uint32 => 4,
+        DataType::Uint64 => 5,
+        DataType::Int8 => 6,
+        DataType::Int16 => 7,
+        DataType::Int32 => 8,
+        DataType::Int64 => 9,
+        DataType::Fp32 => 11,
+        DataType::Fp64 => 12,
+    }
+}
+
+/// `grpc-timeout` header value (e.g. `"250m"`) as a duration.
+pub fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_and_raw_give_the_same_bytes() {
+        let typed = InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 2],
+            contents: Some(InferTensorContents { fp32_contents: vec![1.5, -2.0], ..Default::default() }),
+            ..Default::default()
+        };
+        let a = input_tensor(&typed, None).unwrap();
+        let raw = Bytes::from([1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
+        let b = input_tensor(&InferInputTensor { contents: None, ..typed }, Some(raw)).unwrap();
+        assert_eq!(a, b);
+        let (out, none) = output_tensor("y", a, false);
+        assert!(none.is_none());
+        assert_eq!(out.contents.unwrap().fp32_contents, vec![1.5, -2.0]);
+    }
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+}
