@@ -1,1 +1,195 @@
-//! client
+//! Client SDK: a gRPC connection to a gateway (or worker) that sends the
+//! credential as `authorization: Bearer …` on every call.
+
+use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use proto::inference::model_infer_request::InferInputTensor;
+use proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse};
+use proto::switchboard::v1 as pb;
+use proto::switchboard::v1::management_client::ManagementClient;
+use thiserror::Error;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+pub use proto;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("bad gateway URL '{0}'")]
+    Url(String),
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("credential is not valid header text")]
+    Credential,
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Adds the bearer credential and an optional deployment pin.
+#[derive(Clone)]
+pub struct Credentials {
+    bearer: Option<AsciiMetadataValue>,
+    pin: Option<AsciiMetadataValue>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(b) = &self.bearer {
+            req.metadata_mut().insert("authorization", b.clone());
+        }
+        if let Some(p) = &self.pin {
+            req.metadata_mut().insert("switchboard-deployment", p.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Authed = InterceptedService<Channel, Credentials>;
+
+#[derive(Clone)]
+pub struct Client {
+    pub management: ManagementClient<Authed>,
+    pub inference: GrpcInferenceServiceClient<Authed>,
+}
+
+impl Client {
+    /// `url` like `http://127.0.0.1:8001` (a bare `host:port` works too).
+    pub async fn connect(url: &str, credential: Option<&str>) -> Result<Self, ClientError> {
+        Self::connect_pinned(url, credential, None).await
+    }
+
+    /// As `connect`, with every inference pinned to one deployment.
+    pub async fn connect_pinned(url: &str, credential: Option<&str>, deployment: Option<&str>) -> Result<Self, ClientError> {
+        let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|_| ClientError::Url(url))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        let header = |v: &str| MetadataValue::try_from(v).map_err(|_| ClientError::Credential);
+        let creds = Credentials {
+            bearer: credential.map(|c| header(&format!("Bearer {}", c.trim()))).transpose()?,
+            pin: deployment.map(header).transpose()?,
+        };
+        Ok(Client {
+            management: ManagementClient::with_interceptor(channel.clone(), creds.clone()),
+            inference: GrpcInferenceServiceClient::with_interceptor(channel, creds)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        })
+    }
+
+    pub async fn create_endpoint(&self, name: &str, mode: pb::AuthMode) -> Result<pb::CreateEndpointResponse, ClientError> {
+        let req = pb::CreateEndpointRequest { name: name.into(), auth_mode: mode as i32, description: String::new() };
+        Ok(self.management.clone().create_endpoint(req).await?.into_inner())
+    }
+
+    pub async fn create_deployment(&self, endpoint: &str, deployment: pb::Deployment) -> Result<pb::Endpoint, ClientError> {
+        let req = pb::CreateDeploymentRequest { endpoint: endpoint.into(), deployment: Some(deployment) };
+        Ok(self.management.clone().create_deployment(req).await?.into_inner())
+    }
+
+    pub async fn set_traffic(&self, endpoint: &str, traffic: &[(&str, u32)]) -> Result<pb::Endpoint, ClientError> {
+        let req = pb::SetTrafficRequest {
+            endpoint: endpoint.into(),
+            traffic: traffic.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        Ok(self.management.clone().set_traffic(req).await?.into_inner())
+    }
+
+    pub async fn get_endpoint(&self, name: &str) -> Result<pb::Endpoint, ClientError> {
+        Ok(self.management.clone().get_endpoint(pb::GetEndpointRequest { name: name.into() }).await?.into_inner())
+    }
+
+    pub async fn get_token(&self, endpoint: &str, ttl_seconds: u64) -> Result<pb::GetTokenResponse, ClientError> {
+        let req = pb::GetTokenRequest { endpoint: endpoint.into(), ttl_seconds };
+        Ok(self.management.clone().get_token(req).await?.into_inner())
+    }
+
+    pub async fn metadata(&self, model: &str) -> Result<ModelMetadataResponse, ClientError> {
+        let req = ModelMetadataRequest { name: model.into(), version: String::new() };
+        Ok(self.inference.clone().model_metadata(req).await?.into_inner())
+    }
+
+    pub async fn infer(&self, req: ModelInferRequest) -> Result<ModelInferResponse, ClientError> {
+        Ok(self.inference.clone().model_infer(req).await?.into_inner())
+    }
+
+    /// Scores FP32 rows on a model with one input, as raw contents.
+    pub async fn infer_rows(&self, model: &str, input: &str, rows: &[Vec<f32>]) -> Result<ModelInferResponse, ClientError> {
+        Ok(self.infer(f32_request(model, input, rows, true)?).await?)
+    }
+}
+
+/// A request for one FP32 input of `rows`, typed or raw.
+pub fn f32_request(model: &str, input: &str, rows: &[Vec<f32>], raw: bool) -> Result<ModelInferRequest, ClientError> {
+    let width = rows.first().map_or(0, Vec::len);
+    if rows.iter().any(|r| r.len() != width) {
+        return Err(ClientError::Input("rows differ in length".into()));
+    }
+    let values: Vec<f32> = rows.iter().flatten().copied().collect();
+    let mut t = InferInputTensor {
+        name: input.into(),
+        datatype: "FP32".into(),
+        shape: vec![rows.len() as i64, width as i64],
+        ..Default::default()
+    };
+    let mut req = ModelInferRequest { model_name: model.into(), ..Default::default() };
+    if raw {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        req.raw_input_contents.push(bytes::Bytes::from(bytes));
+    } else {
+        t.contents = Some(InferTensorContents { fp32_contents: values, ..Default::default() });
+    }
+    req.inputs.push(t);
+    Ok(req)
+}
+
+/// An output as JSON: `{"name", "datatype", "shape", "data"}`, read from
+/// typed or raw contents.
+pub fn output_json(resp: &ModelInferResponse) -> serde_json::Value {
+    let outs: Vec<serde_json::Value> = resp
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let data: Vec<serde_json::Value> = match (resp.raw_output_contents.get(i), &o.contents) {
+                (Some(raw), _) => decode_raw(&o.datatype, raw),
+                (None, Some(c)) => typed_json(c),
+                (None, None) => Vec::new(),
+            };
+            serde_json::json!({"name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data})
+        })
+        .collect();
+    serde_json::json!({"model_name": resp.model_name, "model_version": resp.model_version, "outputs": outs})
+}
+
+fn typed_json(c: &InferTensorContents) -> Vec<serde_json::Value> {
+    let mut v: Vec<serde_json::Value> = Vec::new();
+    v.extend(c.fp32_contents.iter().map(|x| serde_json::json!(x)));
+    v.extend(c.fp64_contents.iter().map(|x| serde_json::json!(x)));
+    v.extend(c.int64_contents.iter().map(|x| serde_json::json!(x)));
+    v.extend(c.int_contents.iter().map(|x| serde_json::json!(x)));
+    v.extend(c.uint64_contents.iter().map(|x| serde_json::json!(x)));
+    v.extend(c.uint_contents.iter().map(|x| serde_json::json!(x)));
+    v.extend(c.bool_contents.iter().map(|x| serde_json::json!(x)));
+    v
+}
+
+fn decode_raw(dtype: &str, raw: &[u8]) -> Vec<serde_json::Value> {
+    fn each<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> serde_json::Value) -> Vec<serde_json::Value> {
+        raw.chunks_exact(N).map(|c| f(c.try_into().unwrap_or([0; N]))).collect()
+    }
+    match dtype {
+        "FP32" => each(raw, |b| serde_json::json!(f32::from_le_bytes(b))),
+        "FP64" => each(raw, |b| serde_json::json!(f64::from_le_bytes(b))),
+        "INT64" => each(raw, |b| serde_json::json!(i64::from_le_bytes(b))),
+        "INT32" => each(raw, |b| serde_json::json!(i32::from_le_bytes(b))),
+        "UINT64" => each(raw, |b| serde_json::json!(u64::from_le_bytes(b))),
+        "UINT32" => each(raw, |b| serde_json::json!(u32::from_le_bytes(b))),
+        "BOOL" => raw.iter().map(|&b| serde_json::json!(b != 0)).collect(),
+        _ => raw.iter().map(|&b| serde_json::json!(b)).collect(),
+    }
+}

@@ -1,1 +1,14 @@
-//! gateway
+//! Switchboard's client-facing gateway: KServe V2 inference where
+//! `model_name` is an endpoint, and the switchboard.v1 management API.
+
+pub mod auth;
+mod infer;
+pub mod limits;
+mod manage;
+pub mod secrets;
+pub mod server;
+mod stats;
+pub mod store;
+
+pub use infer::{GatewayV2, PIN_HEADER};
+pub use server::{GatewayConfig, GatewayError, serve};

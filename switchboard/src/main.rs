@@ -1,1 +1,61 @@
-fn main() {}
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use switchboard::commands::{self, Conn, DeploymentCmd, EndpointCmd, InvokeArgs, KeysCmd, TokenCmd};
+use switchboard::roles::{self, GatewayArgs, WorkerArgs};
+use switchboard::up::{self, UpArgs};
+
+/// Switchboard: model serving — real-time behind a gRPC gateway, batch through Redis.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version)]
+struct Cli {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Gateway + worker (+ Redis) in one process, with the demo endpoint.
+    Up(UpArgs),
+    /// Run the gateway role.
+    Gateway(GatewayArgs),
+    /// Run a worker role.
+    Worker(WorkerArgs),
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    #[command(subcommand)]
+    Deployment(DeploymentCmd),
+    /// Set weights: `switchboard traffic digits blue=90 green=10`.
+    Traffic { endpoint: String, #[arg(required = true)] weights: Vec<String> },
+    /// Copy PERCENT of requests to a shadow deployment (0 turns it off).
+    Mirror { endpoint: String, deployment: String, percent: u32 },
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Score rows on an endpoint.
+    Invoke(InvokeArgs),
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let admin_key = std::env::var("SWITCHBOARD_ADMIN_KEY").ok().filter(|k| !k.trim().is_empty());
+    match cli.cmd {
+        Cmd::Up(a) => up::up(a, admin_key).await,
+        Cmd::Gateway(a) => roles::gateway(a, admin_key).await,
+        Cmd::Worker(a) => roles::worker(a).await,
+        Cmd::Endpoint(c) => commands::endpoint(&cli.conn, c).await,
+        Cmd::Deployment(c) => commands::deployment(&cli.conn, c).await,
+        Cmd::Traffic { endpoint, weights } => commands::traffic(&cli.conn, endpoint, weights).await,
+        Cmd::Mirror { endpoint, deployment, percent } => commands::mirror(&cli.conn, endpoint, deployment, percent).await,
+        Cmd::Keys(c) => commands::keys(&cli.conn, c).await,
+        Cmd::Token(c) => commands::token(&cli.conn, c).await,
+        Cmd::Invoke(a) => commands::invoke(&cli.conn, a).await,
+    }
+}

@@ -119,22 +119,6 @@ pub fn config_dtype(d: DataType) -> i32 {
     }
 }
 
-/// `grpc-timeout` header value (e.g. `"250m"`) as a duration.
-pub fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
-    use std::time::Duration;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,13 +139,5 @@ mod tests {
         let (out, none) = output_tensor("y", a, false);
         assert!(none.is_none());
         assert_eq!(out.contents.unwrap().fp32_contents, vec![1.5, -2.0]);
-    }
-
-    #[test]
-    fn grpc_timeout_units() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(std::time::Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("3S"), Some(std::time::Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("x"), None);
-        assert_eq!(parse_grpc_timeout(""), None);
     }
 }

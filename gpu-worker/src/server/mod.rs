@@ -5,8 +5,10 @@
 
 mod convert;
 mod metadata;
+pub mod run;
 
-pub use convert::{config_dtype, output_tensor, parse_grpc_timeout, request_inputs};
+pub use convert::{config_dtype, output_tensor, request_inputs};
+pub use proto::deadline_of;
 
 use crate::engine::EngineError;
 use crate::scheduler::{Request, Scheduler};
@@ -133,15 +135,6 @@ fn int_param(req: &ModelInferRequest, key: &str) -> Option<i64> {
         P::Uint64Param(v) => i64::try_from(*v).ok(),
         _ => None,
     }
-}
-
-/// The deadline a client set with `grpc-timeout`.
-pub fn deadline_of<T>(req: &GrpcRequest<T>) -> Option<Instant> {
-    req.metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map(|d| Instant::now() + d)
 }
 
 type StreamOut = Pin<Box<dyn futures::Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;

@@ -1,0 +1,205 @@
+//! The gateway's KServe V2 service. `model_name` is the endpoint; the router
+//! picks the deployment and replica, and the worker's answer comes back
+//! with the deployment named in `model_version`.
+
+use crate::auth::{Principal, authorize_infer, principal};
+use crate::store::{EndpointRecord, Store};
+use futures::StreamExt;
+use proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use proto::inference::*;
+use router::Router;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Metadata that pins a request to one deployment, bypassing the weights.
+pub const PIN_HEADER: &str = "switchboard-deployment";
+
+#[derive(Clone)]
+pub struct GatewayV2 {
+    store: Arc<Store>,
+    router: Arc<Router>,
+}
+
+impl GatewayV2 {
+    pub fn new(store: Arc<Store>, router: Arc<Router>) -> Self {
+        GatewayV2 { store, router }
+    }
+
+    fn endpoint(&self, p: &Principal, name: &str) -> Result<EndpointRecord, Status> {
+        let snap = self.store.snapshot();
+        let ep = snap
+            .endpoints
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("unknown endpoint '{name}'")))?;
+        authorize_infer(p, ep)?;
+        Ok(ep.clone())
+    }
+
+    async fn infer(
+        &self,
+        p: &Principal,
+        pinned: Option<String>,
+        deadline: Option<std::time::Instant>,
+        req: ModelInferRequest,
+    ) -> Result<ModelInferResponse, Status> {
+        let name = req.model_name.clone();
+        self.endpoint(p, &name)?;
+        // A version in the request names a deployment, like the pin header.
+        let pinned = pinned.or_else(|| (!req.model_version.is_empty()).then(|| req.model_version.clone()));
+        self.router.infer(&name, pinned.as_deref(), req, deadline).await
+    }
+
+    /// The deployment that answers metadata questions: the pinned one, the
+    /// one named as version, or the one with the most traffic.
+    fn metadata_deployment(&self, ep: &EndpointRecord, version: &str) -> Result<String, Status> {
+        if !version.is_empty() {
+            return self.router.choose(&ep.name, Some(version));
+        }
+        ep.traffic
+            .iter()
+            .max_by_key(|(_, w)| **w)
+            .map(|(d, _)| d.clone())
+            .or_else(|| ep.deployments.keys().next().cloned())
+            .ok_or_else(|| Status::unavailable(format!("endpoint '{}' has no deployments", ep.name)))
+    }
+
+    fn replica_client(
+        &self,
+        ep: &str,
+        deployment: &str,
+    ) -> Result<proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>, Status> {
+        self.router
+            .pool(ep, deployment)
+            .and_then(|p| p.pick(None))
+            .map(|r| r.client())
+            .ok_or_else(|| Status::unavailable(format!("no healthy replica of deployment '{deployment}'")))
+    }
+}
+
+fn pinned<T>(req: &Request<T>) -> Option<String> {
+    req.metadata().get(PIN_HEADER).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+}
+
+type StreamOut = Pin<Box<dyn futures::Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GatewayV2 {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(&self, r: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        let p = principal(&r);
+        let r = r.into_inner();
+        let ep = self.endpoint(&p, &r.name)?;
+        let ready = self
+            .metadata_deployment(&ep, &r.version)
+            .ok()
+            .and_then(|d| self.router.pool(&ep.name, &d))
+            .is_some_and(|pool| pool.healthy() > 0);
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "switchboard".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["model_configuration".into(), "statistics".into()],
+        }))
+    }
+
+    async fn model_metadata(&self, r: Request<ModelMetadataRequest>) -> Result<Response<ModelMetadataResponse>, Status> {
+        let p = principal(&r);
+        let mut r = r.into_inner();
+        let ep = self.endpoint(&p, &r.name)?;
+        r.version = self.metadata_deployment(&ep, &r.version)?;
+        let mut resp = self.replica_client(&ep.name, &r.version)?.model_metadata(r).await?.into_inner();
+        resp.versions = ep.deployments.keys().cloned().collect();
+        Ok(Response::new(resp))
+    }
+
+    async fn model_config(&self, r: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+        let p = principal(&r);
+        let mut r = r.into_inner();
+        let ep = self.endpoint(&p, &r.name)?;
+        r.version = self.metadata_deployment(&ep, &r.version)?;
+        Ok(Response::new(self.replica_client(&ep.name, &r.version)?.model_config(r).await?.into_inner()))
+    }
+
+    /// Statistics of every replica of each deployment, summed per deployment.
+    async fn model_statistics(&self, r: Request<ModelStatisticsRequest>) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let p = principal(&r);
+        let r = r.into_inner();
+        let snap = self.store.snapshot();
+        let names: Vec<String> = if r.name.is_empty() {
+            snap.endpoints.values().filter(|e| authorize_infer(&p, e).is_ok()).map(|e| e.name.clone()).collect()
+        } else {
+            vec![self.endpoint(&p, &r.name)?.name]
+        };
+        let mut model_stats = Vec::new();
+        for name in names {
+            let Some(ep) = snap.endpoints.get(&name) else { continue };
+            for d in ep.deployments.keys().filter(|d| r.version.is_empty() || **d == r.version) {
+                let Some(pool) = self.router.pool(&name, d) else { continue };
+                let mut total: Option<ModelStatistics> = None;
+                for replica in pool.replicas() {
+                    let q = ModelStatisticsRequest { name: name.clone(), version: d.clone() };
+                    if let Ok(resp) = replica.client().model_statistics(q).await {
+                        for s in resp.into_inner().model_stats {
+                            total = Some(match total {
+                                None => s,
+                                Some(t) => crate::stats::merge(t, s),
+                            });
+                        }
+                    }
+                }
+                model_stats.extend(total);
+            }
+        }
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn model_infer(&self, r: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let p = principal(&r);
+        let pin = pinned(&r);
+        let deadline = proto::deadline_of(&r);
+        Ok(Response::new(self.infer(&p, pin, deadline, r.into_inner()).await?))
+    }
+
+    type ModelStreamInferStream = StreamOut;
+
+    async fn model_stream_infer(
+        &self,
+        r: Request<tonic::Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let p = principal(&r);
+        let pin = pinned(&r);
+        let deadline = proto::deadline_of(&r);
+        let mut incoming = r.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = incoming.next().await {
+                let (svc, tx, p, pin) = (svc.clone(), tx.clone(), p.clone(), pin.clone());
+                tokio::spawn(async move {
+                    let id = req.id.clone();
+                    let out = match svc.infer(&p, pin, deadline, req).await {
+                        Ok(resp) => ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) },
+                        Err(s) => ModelStreamInferResponse {
+                            error_message: s.message().to_string(),
+                            infer_response: Some(ModelInferResponse { id, ..Default::default() }),
+                        },
+                    };
+                    let _ = tx.send(Ok(out)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

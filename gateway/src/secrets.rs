@@ -1,0 +1,113 @@
+//! Credentials. Keys are random and stored only as SHA-256 hashes; tokens
+//! are HMAC-signed `endpoint + expiry` and need no storage at all.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const KEY_PREFIX: &str = "sbk_";
+const TOKEN_PREFIX: &str = "sbt_";
+
+pub fn new_key() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    format!("{KEY_PREFIX}{}", B64.encode(b))
+}
+
+pub fn new_secret() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    B64.encode(b)
+}
+
+/// Hex SHA-256: what is stored and compared instead of the key.
+pub fn hash(secret: &str) -> String {
+    let d = Sha256::digest(secret.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Enough of the hash to tell keys apart in listings; not enough to matter.
+pub fn fingerprint(hash: &str) -> String {
+    hash.chars().take(8).collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    /// endpoint
+    e: String,
+    /// expiry, unix seconds
+    x: i64,
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn mac(secret: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length")
+}
+
+pub fn sign_token(secret: &[u8], endpoint: &str, expires_unix: i64) -> String {
+    let claims = serde_json::to_vec(&Claims { e: endpoint.to_string(), x: expires_unix }).unwrap_or_default();
+    let payload = B64.encode(claims);
+    let mut m = mac(secret);
+    m.update(payload.as_bytes());
+    format!("{TOKEN_PREFIX}{payload}.{}", B64.encode(m.finalize().into_bytes()))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    NotAToken,
+    Invalid,
+    Expired,
+    Valid { endpoint: String },
+}
+
+pub fn verify_token(secret: &[u8], token: &str, now_unix: i64) -> TokenCheck {
+    let Some(rest) = token.strip_prefix(TOKEN_PREFIX) else { return TokenCheck::NotAToken };
+    let Some((payload, sig)) = rest.split_once('.') else { return TokenCheck::Invalid };
+    let Ok(sig) = B64.decode(sig) else { return TokenCheck::Invalid };
+    let mut m = mac(secret);
+    m.update(payload.as_bytes());
+    if m.verify_slice(&sig).is_err() {
+        return TokenCheck::Invalid;
+    }
+    let Some(claims) = B64.decode(payload).ok().and_then(|b| serde_json::from_slice::<Claims>(&b).ok()) else {
+        return TokenCheck::Invalid;
+    };
+    if claims.x <= now_unix {
+        return TokenCheck::Expired;
+    }
+    TokenCheck::Valid { endpoint: claims.e }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_expire_and_resist_tampering() {
+        let t = sign_token(b"s", "digits", 100);
+        assert_eq!(verify_token(b"s", &t, 99), TokenCheck::Valid { endpoint: "digits".into() });
+        assert_eq!(verify_token(b"s", &t, 100), TokenCheck::Expired);
+        assert_eq!(verify_token(b"other", &t, 99), TokenCheck::Invalid);
+        let forged = sign_token(b"s", "other", 100).replace(&t[..10], &t[..10]);
+        let (p, _) = forged.split_once('.').unwrap();
+        let (_, s) = t.split_once('.').unwrap();
+        assert_eq!(verify_token(b"s", &format!("{p}.{s}"), 99), TokenCheck::Invalid);
+        assert_eq!(verify_token(b"s", "sbk_abc", 0), TokenCheck::NotAToken);
+    }
+
+    #[test]
+    fn keys_are_random_and_hash_stably() {
+        assert_ne!(new_key(), new_key());
+        assert_eq!(hash("a"), hash("a"));
+        assert_eq!(fingerprint(&hash("a")).len(), 8);
+    }
+}

@@ -1,0 +1,137 @@
+//! Assembling and running the gateway. The stack reads top to bottom: the
+//! oversize-status rewrite sees every answer, authentication runs before the
+//! rate limit (which counts per credential), then the services.
+
+use crate::auth::AuthLayer;
+use crate::infer::GatewayV2;
+use crate::limits::{OversizeStatusLayer, RateLimitLayer};
+use crate::manage::ManagementService;
+use crate::store::{Snapshot, Store, StoreError};
+use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use proto::switchboard::v1::management_server::ManagementServer;
+use router::{EndpointRoute, Router, RouterConfig, Weighted};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub redis_url: String,
+    /// Management key; without one, management is closed.
+    pub admin_key: Option<String>,
+    /// Largest request or answer, in bytes.
+    pub max_message: usize,
+    /// Requests per second per credential; 0 = unlimited.
+    pub rate_limit: u32,
+    /// How often the control plane and the worker registry are re-read.
+    pub refresh: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            admin_key: None,
+            max_message: 16 << 20,
+            rate_limit: 0,
+            refresh: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot reach Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Routes from the control plane's view of each endpoint.
+pub fn apply_routes(snap: &Snapshot, router: &Router) {
+    let routes: HashMap<String, EndpointRoute> = snap
+        .endpoints
+        .values()
+        .map(|e| {
+            let route = EndpointRoute {
+                deployments: e.deployments.keys().cloned().collect(),
+                weights: Weighted::new(e.traffic.iter().map(|(k, v)| (k.clone(), *v)).collect()),
+                mirror: e.mirror.as_ref().map(|m| (m.deployment.clone(), m.percent)),
+            };
+            (e.name.clone(), route)
+        })
+        .collect();
+    router.set_routes(routes);
+}
+
+pub async fn serve(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let conn = router::registry::connect(&config.redis_url).await?;
+    let store = Arc::new(Store::open(conn.clone()).await?);
+    let router = Arc::new(Router::new(RouterConfig { max_message: config.max_message }));
+    apply_routes(&store.snapshot(), &router);
+    let mut registry = conn.clone();
+    if let Ok(workers) = router::registry::discover(&mut registry).await {
+        router.set_workers(&workers);
+    }
+    let background = tokio::spawn(keep_in_sync(store.clone(), router.clone(), registry, config.refresh));
+
+    let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(store.clone(), router.clone()))
+        .max_decoding_message_size(config.max_message)
+        .max_encoding_message_size(config.max_message);
+    let manage = ManagementServer::new(ManagementService::new(store.clone(), router.clone()));
+    let stack = tower::ServiceBuilder::new()
+        .layer(OversizeStatusLayer)
+        .layer(AuthLayer::new(store.clone(), config.admin_key.as_deref()))
+        .layer(RateLimitLayer::new(config.rate_limit))
+        .into_inner();
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(stack)
+        .add_service(v2)
+        .add_service(manage)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    background.abort();
+    Ok(result?)
+}
+
+/// Follows the control plane and the worker registry. Errors are logged and
+/// the last good view kept, so the gateway serves on while Redis is away.
+async fn keep_in_sync(store: Arc<Store>, router: Arc<Router>, mut registry: redis::aio::ConnectionManager, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut redis_ok = true;
+    loop {
+        tick.tick().await;
+        let cp = store.refresh().await;
+        if let Ok(true) = cp {
+            apply_routes(&store.snapshot(), &router);
+        }
+        let workers = router::registry::discover(&mut registry).await;
+        if let Ok(w) = &workers {
+            router.set_workers(w);
+        }
+        let ok = cp.is_ok() && workers.is_ok();
+        if ok != redis_ok {
+            if ok {
+                info!("control plane reachable again");
+            } else {
+                warn!("control plane unreachable; serving from the last view");
+            }
+            redis_ok = ok;
+        }
+        router.check_ejected().await;
+    }
+}

@@ -1,0 +1,138 @@
+//! Running a worker: load deployments, serve V2 on a listener, register in
+//! Redis with a heartbeat, deregister on shutdown.
+
+use super::{Deployments, WorkerService};
+use crate::engine::{EngineError, OrtFactory, OrtOptions};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use router::registry::{Registration, ServedDeployment, WorkerRecord};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+/// One deployment to serve: `ENDPOINT/DEPLOYMENT=MODEL_PATH`.
+#[derive(Debug, Clone)]
+pub struct DeploymentSpec {
+    pub endpoint: String,
+    pub deployment: String,
+    pub model: PathBuf,
+}
+
+impl std::str::FromStr for DeploymentSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || format!("'{s}': expected ENDPOINT/DEPLOYMENT=MODEL_PATH");
+        let (names, path) = s.split_once('=').ok_or_else(err)?;
+        let (endpoint, deployment) = names.split_once('/').ok_or_else(err)?;
+        if endpoint.is_empty() || deployment.is_empty() || path.is_empty() {
+            return Err(err());
+        }
+        Ok(DeploymentSpec { endpoint: endpoint.into(), deployment: deployment.into(), model: path.into() })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub deployments: Vec<DeploymentSpec>,
+    pub scheduler: SchedulerConfig,
+    pub ort: OrtOptions,
+    /// Registry to join; none runs the worker stand-alone.
+    pub redis_url: Option<String>,
+    /// Address others reach this worker at; default: the listener's.
+    pub advertise: Option<String>,
+    pub max_message: usize,
+    pub id: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            deployments: Vec::new(),
+            scheduler: SchedulerConfig::default(),
+            ort: OrtOptions::default(),
+            redis_url: None,
+            advertise: None,
+            max_message: 64 << 20,
+            id: None,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{model}: {source}")]
+    Model { model: String, source: EngineError },
+    #[error("registry: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Loads every deployment's model and starts its scheduler.
+pub fn load(config: &WorkerConfig) -> Result<Deployments, WorkerError> {
+    let mut list = Vec::new();
+    for d in &config.deployments {
+        let factory = OrtFactory::new(&d.model, config.ort.clone())
+            .map_err(|source| WorkerError::Model { model: d.model.display().to_string(), source })?;
+        let sig = factory.signature().clone();
+        let name = format!("{}/{}", d.endpoint, d.deployment);
+        let s = Scheduler::start(name, Arc::new(factory), sig, config.scheduler.clone())?;
+        list.push((d.endpoint.clone(), d.deployment.clone(), s));
+    }
+    Ok(Deployments::new(list))
+}
+
+pub async fn serve(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let deployments = load(&config)?;
+    let address = match &config.advertise {
+        Some(a) => a.clone(),
+        None => listener.local_addr()?.to_string(),
+    };
+    let registration = match &config.redis_url {
+        Some(url) => {
+            let conn = router::registry::connect(url).await?;
+            let record = WorkerRecord {
+                id: config.id.clone().unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), address)),
+                address: address.clone(),
+                deployments: deployments
+                    .iter()
+                    .map(|(e, d, s)| ServedDeployment {
+                        endpoint: e.into(),
+                        deployment: d.into(),
+                        capacity: (s.config().instances * s.config().max_batch_size.max(1)) as u32,
+                    })
+                    .collect(),
+            };
+            Some(Registration::register(conn, record, Duration::from_secs(6)).await?)
+        }
+        None => None,
+    };
+    let service = GrpcInferenceServiceServer::new(WorkerService::new(deployments))
+        .max_decoding_message_size(config.max_message)
+        .max_encoding_message_size(config.max_message);
+    info!(%address, "worker listening");
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    if let Some(r) = registration
+        && let Err(e) = r.deregister().await
+    {
+        warn!(error = %e, "could not deregister; the record will expire");
+    }
+    Ok(result?)
+}

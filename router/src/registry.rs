@@ -1,0 +1,117 @@
+//! Worker registry in Redis. A worker writes its record with a short TTL and
+//! refreshes it (heartbeat); a record that is not refreshed disappears, so a
+//! dead worker drops out without anyone deregistering it.
+//!
+//! Keys: `sb:workers` (set of ids) and `sb:worker:{id}` (JSON, expiring).
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+const SET: &str = "sb:workers";
+
+fn key(id: &str) -> String {
+    format!("sb:worker:{id}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedDeployment {
+    pub endpoint: String,
+    pub deployment: String,
+    /// Rows the deployment can run at once (instances × max batch).
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: String,
+    /// host:port of the worker's V2 gRPC service.
+    pub address: String,
+    pub deployments: Vec<ServedDeployment>,
+}
+
+/// A live registration; `deregister` removes it, dropping it stops the
+/// heartbeat and lets the record expire.
+pub struct Registration {
+    conn: ConnectionManager,
+    id: String,
+    heartbeat: JoinHandle<()>,
+}
+
+impl Registration {
+    pub async fn register(mut conn: ConnectionManager, record: WorkerRecord, ttl: Duration) -> redis::RedisResult<Self> {
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        write(&mut conn, &record.id, &json, ttl).await?;
+        let id = record.id.clone();
+        let mut hb_conn = conn.clone();
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 3);
+            loop {
+                tick.tick().await;
+                if let Err(e) = write(&mut hb_conn, &record.id, &json, ttl).await {
+                    warn!(error = %e, "worker heartbeat failed; retrying");
+                }
+            }
+        });
+        Ok(Registration { conn, id, heartbeat })
+    }
+
+    pub async fn deregister(mut self) -> redis::RedisResult<()> {
+        self.heartbeat.abort();
+        let _: () = self.conn.del(key(&self.id)).await?;
+        let _: () = self.conn.srem(SET, &self.id).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+async fn write(conn: &mut ConnectionManager, id: &str, json: &str, ttl: Duration) -> redis::RedisResult<()> {
+    redis::pipe()
+        .sadd(SET, id)
+        .ignore()
+        .set_ex(key(id), json, ttl.as_secs().max(1))
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// Every worker whose record is alive; ids whose record expired are pruned.
+pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<WorkerRecord>> {
+    let ids: Vec<String> = conn.smembers(SET).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = ids.iter().map(|i| key(i)).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    let mut out = Vec::new();
+    for (id, v) in ids.iter().zip(values) {
+        match v.and_then(|v| serde_json::from_str::<WorkerRecord>(&v).ok()) {
+            Some(r) => out.push(r),
+            None => {
+                let _: redis::RedisResult<()> = conn.srem(SET, id).await;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// A Redis connection that reconnects by itself and never waits long: the
+/// servers keep working from their last view while Redis is away.
+pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config).await
+}

@@ -1,0 +1,231 @@
+//! The routing table and the forwarding of one inference request.
+
+use crate::pool::{Pool, Replica};
+use crate::registry::WorkerRecord;
+use crate::weights::Weighted;
+use proto::inference::{ModelInferRequest, ModelInferResponse, ServerReadyRequest};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tonic::{Code, Status};
+use tracing::{debug, warn};
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Largest message forwarded to or accepted from a worker.
+    pub max_message: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { max_message: 64 << 20 }
+    }
+}
+
+/// How one endpoint's traffic is split, as the control plane says.
+#[derive(Debug)]
+pub struct EndpointRoute {
+    pub deployments: Vec<String>,
+    pub weights: Weighted,
+    /// Shadow deployment and the percent of requests copied to it.
+    pub mirror: Option<(String, u32)>,
+}
+
+#[derive(Default)]
+pub struct Router {
+    config: RouterConfig,
+    routes: RwLock<HashMap<String, Arc<EndpointRoute>>>,
+    pools: RwLock<HashMap<(String, String), Arc<Pool>>>,
+    mirror_seq: AtomicU64,
+}
+
+/// Whether a failure happened before any model saw the request: a
+/// transport error (the status carries its cause) or a worker saying it is
+/// unavailable. Inference is side-effect free, so such requests are retried.
+fn never_reached(s: &Status) -> bool {
+    s.code() != Code::DeadlineExceeded
+        && (s.code() == Code::Unavailable || std::error::Error::source(s).is_some())
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Self {
+        Router { config, ..Default::default() }
+    }
+
+    /// Replaces the routing table. Requests in flight keep the route they
+    /// took; the next request sees the new weights.
+    pub fn set_routes(&self, routes: HashMap<String, EndpointRoute>) {
+        let routes = routes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        if let Ok(mut r) = self.routes.write() {
+            *r = routes;
+        }
+    }
+
+    /// Rebuilds the replica pools from the registry, keeping existing
+    /// replicas (their connections and counters) where the worker is the same.
+    pub fn set_workers(&self, workers: &[WorkerRecord]) {
+        let existing: HashMap<String, Arc<Replica>> = self
+            .pools
+            .read()
+            .map(|p| {
+                p.values()
+                    .flat_map(|pool| pool.replicas())
+                    .map(|r| (format!("{}@{}", r.id, r.address), r))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut next: HashMap<(String, String), Vec<Arc<Replica>>> = HashMap::new();
+        for w in workers {
+            let key = format!("{}@{}", w.id, w.address);
+            let replica = match existing.get(&key) {
+                Some(r) => r.clone(),
+                None => match Replica::new(w.id.clone(), w.address.clone(), self.config.max_message) {
+                    Ok(r) => Arc::new(r),
+                    Err(e) => {
+                        warn!(worker = %w.id, address = %w.address, error = %e, "bad worker address");
+                        continue;
+                    }
+                },
+            };
+            for d in &w.deployments {
+                next.entry((d.endpoint.clone(), d.deployment.clone())).or_default().push(replica.clone());
+            }
+        }
+        let Ok(mut pools) = self.pools.write() else { return };
+        pools.retain(|k, _| next.contains_key(k));
+        for (k, replicas) in next {
+            pools.entry(k).or_default().set(replicas);
+        }
+    }
+
+    pub fn pool(&self, endpoint: &str, deployment: &str) -> Option<Arc<Pool>> {
+        let pools = self.pools.read().ok()?;
+        pools.get(&(endpoint.to_string(), deployment.to_string())).cloned()
+    }
+
+    fn route(&self, endpoint: &str) -> Result<Arc<EndpointRoute>, Status> {
+        self.routes
+            .read()
+            .ok()
+            .and_then(|r| r.get(endpoint).cloned())
+            .ok_or_else(|| Status::not_found(format!("unknown endpoint '{endpoint}'")))
+    }
+
+    /// The deployment for the next request: the pinned one, else by weight.
+    pub fn choose(&self, endpoint: &str, pinned: Option<&str>) -> Result<String, Status> {
+        let route = self.route(endpoint)?;
+        match pinned {
+            Some(p) if route.deployments.iter().any(|d| d == p) => Ok(p.to_string()),
+            Some(p) => Err(Status::not_found(format!("endpoint '{endpoint}' has no deployment '{p}'"))),
+            None => route.weights.next().map(str::to_string).ok_or_else(|| {
+                Status::unavailable(format!("endpoint '{endpoint}' has no deployment taking traffic"))
+            }),
+        }
+    }
+
+    /// Routes one request and returns the answer of the deployment that
+    /// served it (named in `model_version`).
+    pub async fn infer(
+        self: &Arc<Self>,
+        endpoint: &str,
+        pinned: Option<&str>,
+        req: ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ModelInferResponse, Status> {
+        let deployment = self.choose(endpoint, pinned)?;
+        if pinned.is_none() {
+            self.maybe_mirror(endpoint, &req, deadline);
+        }
+        self.forward(endpoint, &deployment, req, deadline).await
+    }
+
+    fn maybe_mirror(self: &Arc<Self>, endpoint: &str, req: &ModelInferRequest, deadline: Option<Instant>) {
+        let Ok(route) = self.route(endpoint) else { return };
+        let Some((shadow, percent)) = route.mirror.clone() else { return };
+        // Every request gets a sequence number; N of each 100 are copied.
+        if self.mirror_seq.fetch_add(1, Ordering::Relaxed) % 100 >= u64::from(percent) {
+            return;
+        }
+        let (router, endpoint, req) = (self.clone(), endpoint.to_string(), req.clone());
+        tokio::spawn(async move {
+            let outcome = match router.forward(&endpoint, &shadow, req, deadline).await {
+                Ok(_) => "ok",
+                Err(_) => "error",
+            };
+            metrics::counter!("switchboard_mirror_total", "endpoint" => endpoint, "deployment" => shadow, "outcome" => outcome)
+                .increment(1);
+        });
+    }
+
+    /// Sends to the least busy healthy replica; once more to another replica
+    /// if the first attempt never reached a model.
+    pub async fn forward(
+        &self,
+        endpoint: &str,
+        deployment: &str,
+        mut req: ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ModelInferResponse, Status> {
+        let pool = self
+            .pool(endpoint, deployment)
+            .ok_or_else(|| Status::unavailable(format!("no replica of deployment '{deployment}' is registered")))?;
+        req.model_name = endpoint.to_string();
+        req.model_version = deployment.to_string();
+        let mut tried: Option<String> = None;
+        let mut last: Option<Status> = None;
+        for _attempt in 0..2 {
+            let Some(replica) = pool.pick(tried.as_deref()) else { break };
+            let mut r = tonic::Request::new(req.clone());
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Status::deadline_exceeded("deadline passed before the request was sent"));
+                }
+                r.set_timeout(left);
+            }
+            let _in_flight = replica.start();
+            match replica.client().model_infer(r).await {
+                Ok(resp) => {
+                    replica.record_success();
+                    return Ok(resp.into_inner());
+                }
+                Err(s) if never_reached(&s) => {
+                    if replica.record_transport_failure() {
+                        warn!(replica = %replica.id, address = %replica.address, "replica ejected after consecutive failures");
+                    }
+                    debug!(replica = %replica.id, status = %s, "retrying on another replica");
+                    tried = Some(replica.id.clone());
+                    last = Some(s);
+                }
+                Err(s) => {
+                    replica.record_success();
+                    return Err(s);
+                }
+            }
+        }
+        Err(match last {
+            Some(s) => Status::unavailable(format!("no healthy replica of '{deployment}' answered: {}", s.message())),
+            None => Status::unavailable(format!("no healthy replica of deployment '{deployment}'")),
+        })
+    }
+
+    /// Asks every ejected replica whether it is ready; readmits those that are.
+    pub async fn check_ejected(&self) {
+        let replicas: Vec<Arc<Replica>> = self
+            .pools
+            .read()
+            .map(|p| p.values().flat_map(|pool| pool.replicas()).filter(|r| r.is_ejected()).collect())
+            .unwrap_or_default();
+        for r in replicas {
+            let mut req = tonic::Request::new(ServerReadyRequest {});
+            req.set_timeout(Duration::from_millis(500));
+            if let Ok(resp) = r.client().server_ready(req).await
+                && resp.get_ref().ready
+            {
+                r.readmit();
+                debug!(replica = %r.id, "replica readmitted");
+            }
+        }
+    }
+}

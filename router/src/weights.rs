@@ -1,0 +1,102 @@
+//! Traffic split between deployments. Smooth weighted round-robin (as in
+//! nginx) rather than random draws: over any 100 requests a 90/10 split
+//! sends exactly 90 and 10, so small samples match the configured weights.
+
+use std::sync::Mutex;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum WeightError {
+    #[error("traffic weights sum to {0}; they must sum to 100")]
+    BadSum(u32),
+    #[error("traffic names unknown deployment '{0}'")]
+    UnknownDeployment(String),
+}
+
+/// Checks a traffic map against an endpoint's deployments. An endpoint
+/// with no deployments has an empty map.
+pub fn validate<'a>(
+    traffic: impl IntoIterator<Item = (&'a String, &'a u32)>,
+    deployments: &[&str],
+) -> Result<(), WeightError> {
+    let mut sum = 0;
+    let mut any = false;
+    for (name, w) in traffic {
+        if !deployments.contains(&name.as_str()) {
+            return Err(WeightError::UnknownDeployment(name.clone()));
+        }
+        sum += w;
+        any = true;
+    }
+    if any && sum != 100 {
+        return Err(WeightError::BadSum(sum));
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct Weighted {
+    names: Vec<String>,
+    weights: Vec<i64>,
+    current: Mutex<Vec<i64>>,
+}
+
+impl Weighted {
+    /// Deployments with weight 0 are kept out of the rotation.
+    pub fn new(mut entries: Vec<(String, u32)>) -> Self {
+        entries.retain(|(_, w)| *w > 0);
+        entries.sort();
+        let weights: Vec<i64> = entries.iter().map(|(_, w)| i64::from(*w)).collect();
+        Weighted {
+            current: Mutex::new(vec![0; weights.len()]),
+            names: entries.into_iter().map(|(n, _)| n).collect(),
+            weights,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn next(&self) -> Option<&str> {
+        let total: i64 = self.weights.iter().sum();
+        let mut cur = self.current.lock().ok()?;
+        let mut best = 0;
+        for i in 0..self.weights.len() {
+            cur[i] += self.weights[i];
+            if cur[i] > cur[best] {
+                best = i;
+            }
+        }
+        *cur.get_mut(best)? -= total;
+        self.names.get(best).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ninety_ten_is_exact_per_hundred() {
+        let w = Weighted::new(vec![("blue".into(), 90), ("green".into(), 10)]);
+        let blue = (0..100).filter(|_| w.next() == Some("blue")).count();
+        assert_eq!(blue, 90);
+    }
+
+    #[test]
+    fn zero_weights_and_empty() {
+        let w = Weighted::new(vec![("a".into(), 100), ("b".into(), 0)]);
+        assert!((0..10).all(|_| w.next() == Some("a")));
+        assert_eq!(Weighted::new(vec![]).next(), None);
+    }
+
+    #[test]
+    fn validation() {
+        let m = |v: &[(&str, u32)]| v.iter().map(|(n, w)| (n.to_string(), *w)).collect::<Vec<_>>();
+        let t = m(&[("a", 50), ("b", 40)]);
+        assert_eq!(validate(t.iter().map(|(a, b)| (a, b)), &["a", "b"]), Err(WeightError::BadSum(90)));
+        let t = m(&[("c", 100)]);
+        assert!(matches!(validate(t.iter().map(|(a, b)| (a, b)), &["a"]), Err(WeightError::UnknownDeployment(_))));
+    }
+}

@@ -1,0 +1,7 @@
+//! The `switchboard` binary's pieces, as a library so tests drive them too.
+
+pub mod commands;
+mod invoke_file;
+pub mod redis_server;
+pub mod roles;
+pub mod up;

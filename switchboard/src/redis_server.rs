@@ -1,0 +1,76 @@
+//! A `redis-server` child process on a free port, for `switchboard up` and
+//! for tests. Killed when dropped.
+
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    child: Option<tokio::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one with its data (AOF on) in `dir`, and waits until it answers.
+    pub async fn start(dir: &Path) -> Result<Self> {
+        Self::start_on(dir, free_port()?).await
+    }
+
+    pub async fn start_on(dir: &Path, port: u16) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--logfile", "redis.log"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "redis-server not found: install it (`apt-get install redis-server`, or scripts/setup.sh), \
+                 or point at a running Redis with --redis URL"
+            ),
+            Err(e) => return Err(e).context("starting redis-server"),
+        };
+        let server = RedisServer { child: Some(child), port };
+        server.wait_ready(Duration::from_secs(10)).await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&self, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        let client = redis::Client::open(self.url())?;
+        loop {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+                if pong.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > until {
+                bail!("redis-server on port {} did not answer within {within:?}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, for fault tests.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

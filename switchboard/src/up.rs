@@ -1,0 +1,135 @@
+//! `switchboard up`: gateway, one worker and (unless --redis is given) a
+//! Redis of its own, in one process, with the demo endpoint deployed.
+
+use crate::redis_server::RedisServer;
+use crate::roles::{SchedulerArgs, shutdown_signal};
+use anyhow::{Context, Result};
+use clap::Args;
+use client::Client;
+use client::proto::switchboard::v1 as pb;
+use gpu_worker::server::run::{DeploymentSpec, WorkerConfig};
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Gateway gRPC address.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub listen: String,
+    /// Where the started Redis keeps its data (AOF).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Use this Redis instead of starting one.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+    /// Folder with the demo models.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Largest request or answer in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_message: usize,
+    /// Requests per second per credential (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit: u32,
+    #[command(flatten)]
+    pub scheduler: SchedulerArgs,
+}
+
+fn models_dir(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| Some(PathBuf::from("models")).filter(|p| p.join("digits_mlp.onnx").is_file()))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models")))
+}
+
+pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
+    let admin_key = match admin_key {
+        Some(k) => k,
+        None => {
+            let k = gateway::secrets::new_key();
+            println!("SWITCHBOARD_ADMIN_KEY was not set; generated admin key:\n  {k}");
+            k
+        }
+    };
+    let (_redis, redis_url) = match &args.redis {
+        Some(url) => (None, url.clone()),
+        None => {
+            let server = RedisServer::start(&args.data_dir).await?;
+            let url = server.url();
+            println!("started redis-server at {url} (data in {})", args.data_dir.display());
+            (Some(server), url)
+        }
+    };
+    let models = models_dir(args.models.clone());
+    let spec = |d: &str, file: &str| DeploymentSpec { endpoint: "digits".into(), deployment: d.into(), model: models.join(file) };
+    let worker_config = WorkerConfig {
+        deployments: vec![spec("blue", "digits_mlp.onnx"), spec("green", "digits_logreg.onnx")],
+        scheduler: args.scheduler.scheduler(),
+        ort: args.scheduler.ort(),
+        redis_url: Some(redis_url.clone()),
+        ..Default::default()
+    };
+    let worker_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let gateway_listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // Load the models before announcing anything.
+    let worker = tokio::spawn(gpu_worker::server::run::serve(worker_config, worker_listener, stopped(stop_rx.clone())));
+    let gateway_config = gateway::GatewayConfig {
+        redis_url,
+        admin_key: Some(admin_key.clone()),
+        max_message: args.max_message,
+        rate_limit: args.rate_limit,
+        ..Default::default()
+    };
+    let gateway = tokio::spawn(gateway::serve(gateway_config, gateway_listener, stopped(stop_rx)));
+
+    let url = format!("http://{gateway_addr}");
+    let key = deploy_demo(&url, &admin_key, &models).await?;
+    println!("\nswitchboard is up: gateway on {gateway_addr}, endpoint 'digits' (blue 90 / green 10)");
+    match key {
+        Some(k) => println!("endpoint key for 'digits' (shown once; stored hashed):\n  {k}"),
+        None => println!("endpoint 'digits' already existed; its keys were shown when it was made (new one: switchboard keys regenerate digits)"),
+    }
+    println!(
+        "\ntry:\n  export SWITCHBOARD_URL={url} SWITCHBOARD_ADMIN_KEY={admin_key}\n  \
+         switchboard invoke digits --file models/digits_mlp.expected.json\n  \
+         switchboard endpoint show digits\n"
+    );
+    tokio::select! {
+        () = shutdown_signal() => {}
+        r = worker => { r??; }
+        r = gateway => { r??; }
+    }
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+/// Creates endpoint `digits` with `blue` and `green` at 90/10 unless it
+/// exists. Returns the primary key when it was created now.
+async fn deploy_demo(url: &str, admin_key: &str, models: &std::path::Path) -> Result<Option<String>> {
+    let client = connect_with_retry(url, admin_key).await?;
+    if client.get_endpoint("digits").await.is_ok() {
+        return Ok(None);
+    }
+    let created = client.create_endpoint("digits", pb::AuthMode::Key).await?;
+    for (name, file) in [("blue", "digits_mlp.onnx"), ("green", "digits_logreg.onnx")] {
+        let d = pb::Deployment { name: name.into(), model_uri: models.join(file).display().to_string(), ..Default::default() };
+        client.create_deployment("digits", d).await?;
+    }
+    client.set_traffic("digits", &[("blue", 90), ("green", 10)]).await?;
+    Ok(Some(created.primary_key))
+}
+
+async fn connect_with_retry(url: &str, key: &str) -> Result<Client> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Client::connect(url, Some(key)).await {
+            Ok(c) => return Ok(c),
+            Err(e) if std::time::Instant::now() > until => return Err(e).context("gateway did not come up"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
