@@ -1,0 +1,198 @@
+//! A cluster on loopback for end-to-end tests: a real redis-server on a free
+//! port, workers (in-process or as child processes), a gateway, and the
+//! demo endpoint `digits` (blue = MLP, green = logistic regression).
+#![allow(dead_code)]
+
+use client::Client;
+use client::proto::switchboard::v1 as pb;
+use gpu_worker::scheduler::SchedulerConfig;
+use gpu_worker::server::run::{DeploymentSpec, WorkerConfig};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use switchboard::redis_server::RedisServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub const ADMIN: &str = "test-admin-key";
+
+pub fn models() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))
+}
+
+/// Polls `check` until it holds, failing the test after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub dir: tempdir::Dir,
+    pub gateway_url: String,
+    stop: watch::Sender<bool>,
+    pub children: Vec<tokio::process::Child>,
+}
+
+pub mod tempdir {
+    /// A folder removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("sb-test-{}-{}", std::process::id(), rand::random::<u64>()));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub struct Options {
+    pub gateway: gateway::GatewayConfig,
+    /// In-process worker deployments (endpoint, deployment, model file).
+    pub deployments: Vec<(&'static str, &'static str, &'static str)>,
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            gateway: gateway::GatewayConfig::default(),
+            deployments: vec![("digits", "blue", "digits_mlp.onnx"), ("digits", "green", "digits_logreg.onnx")],
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+impl Cluster {
+    pub async fn start(opts: Options) -> Cluster {
+        let dir = tempdir::Dir::new();
+        let redis = RedisServer::start(&dir.0.join("redis")).await.expect("redis-server");
+        let (stop, _) = watch::channel(false);
+        let mut c = Cluster { redis, dir, gateway_url: String::new(), stop, children: Vec::new() };
+        if !opts.deployments.is_empty() {
+            c.start_worker(&opts.deployments, opts.scheduler.clone()).await;
+        }
+        c.gateway_url = c.start_gateway(opts.gateway).await;
+        c
+    }
+
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// A gateway on this cluster's Redis; returns its URL.
+    pub async fn start_gateway(&self, mut config: gateway::GatewayConfig) -> String {
+        config.redis_url = self.redis.url();
+        config.admin_key = Some(ADMIN.into());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(gateway::serve(config, listener, self.stopped()));
+        url
+    }
+
+    pub async fn start_worker(&self, deployments: &[(&str, &str, &str)], scheduler: SchedulerConfig) -> String {
+        let config = WorkerConfig {
+            deployments: deployments
+                .iter()
+                .map(|(e, d, m)| DeploymentSpec { endpoint: e.to_string(), deployment: d.to_string(), model: models().join(m) })
+                .collect(),
+            scheduler,
+            redis_url: Some(self.redis.url()),
+            ..Default::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(gpu_worker::server::run::serve(config, listener, self.stopped()));
+        addr
+    }
+
+    /// A worker as its own process (for SIGKILL), serving `spec`
+    /// (`ENDPOINT/DEPLOYMENT=FILE` with FILE under models/).
+    pub fn spawn_worker_process(&mut self, endpoint: &str, deployment: &str, model: &str) {
+        let spec = format!("{endpoint}/{deployment}={}", models().join(model).display());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["worker", "--listen", "127.0.0.1:0", "--redis", &self.redis.url(), "--deployment", &spec])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn worker");
+        self.children.push(child);
+    }
+
+    pub async fn admin(&self) -> Client {
+        connect(&self.gateway_url, Some(ADMIN)).await
+    }
+
+    /// Workers registered for endpoint/deployment right now.
+    pub async fn registered(&self, endpoint: &str, deployment: &str) -> usize {
+        let Ok(mut conn) = router::registry::connect(&self.redis.url()).await else { return 0 };
+        router::registry::discover(&mut conn)
+            .await
+            .map(|ws| ws.iter().filter(|w| w.deployments.iter().any(|d| d.endpoint == endpoint && d.deployment == deployment)).count())
+            .unwrap_or(0)
+    }
+
+    /// Creates `digits` with blue and green at 90/10; returns the primary key.
+    pub async fn deploy_digits(&self) -> String {
+        let admin = self.admin().await;
+        let created = admin.create_endpoint("digits", pb::AuthMode::Key).await.unwrap();
+        for d in ["blue", "green"] {
+            admin.create_deployment("digits", pb::Deployment { name: d.into(), ..Default::default() }).await.unwrap();
+        }
+        admin.set_traffic("digits", &[("blue", 90), ("green", 10)]).await.unwrap();
+        created.primary_key
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub async fn connect(url: &str, key: Option<&str>) -> Client {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect(url, key).await {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < until, "cannot connect to {url}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn connect_pinned(url: &str, key: Option<&str>, pin: &str) -> Client {
+    Client::connect_pinned(url, key, Some(pin)).await.expect("connect")
+}
+
+impl Cluster {
+    /// Waits until the gateway at `url` routes to a healthy replica of each
+    /// named deployment.
+    pub async fn wait_routable(&self, url: &str, endpoint: &str, deployments: &[&str]) {
+        let admin = connect(url, Some(ADMIN)).await;
+        wait_until("deployments to have healthy replicas", Duration::from_secs(15), || {
+            let admin = admin.clone();
+            async move {
+                let Ok(e) = admin.get_endpoint(endpoint).await else { return false };
+                deployments.iter().all(|d| e.deployments.iter().any(|x| x.name == *d && x.replicas_healthy > 0))
+            }
+        })
+        .await;
+    }
+}
