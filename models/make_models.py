@@ -291,11 +291,28 @@ def make_convnet():
     write_expected("convnet.onnx", x)
 
 
+def make_fails_on_odd_rows():
+    """A model that fails inside ONNX Runtime on input that matches its
+    signature: Reshape of [N, 4] to [3, -1] only works when 3 divides 4*N.
+    Tests use it for the INTERNAL row of the error table."""
+    print("fails_at_runtime.onnx")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [3, None])
+    shape = numpy_helper.from_array(np.array([3, -1], dtype=np.int64), name="shape")
+    node = helper.make_node("Reshape", ["input", "shape"], ["output"])
+    graph = helper.make_graph([node], "fails_at_runtime", [x], [y], initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path("fails_at_runtime.onnx"))
+
+
 def main():
     print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}")
     make_digits()
     make_breast_cancer()
     make_convnet()
+    make_fails_on_odd_rows()
 
 
 if __name__ == "__main__":
