@@ -5,4 +5,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
+# Device code must compile even though no machine here has a GPU.
+cargo check --locked -p gpu-worker -p switchboard --features switchboard/cuda,gpu-worker/cuda
 cargo test --workspace --locked 2>&1

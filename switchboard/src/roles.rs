@@ -23,6 +23,29 @@ pub struct GatewayArgs {
     /// Requests per second per credential (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (batch sizes, queue depth, requests) at
+    /// http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl MetricsArgs {
+    pub fn install(&self) -> Result<()> {
+        if let Some(addr) = self.metrics_listen {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!(%addr, "Prometheus metrics at /metrics");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -30,6 +53,9 @@ pub struct SchedulerArgs {
     /// Model instances per deployment, each on its own thread.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
+    /// Where models run: `cpu`, or `cuda:N` when built with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: gpu_worker::engine::Device,
     /// Threads inside one instance's operators.
     #[arg(long, default_value_t = 1)]
     pub intra_threads: usize,
@@ -59,7 +85,7 @@ impl SchedulerArgs {
     }
 
     pub fn ort(&self) -> OrtOptions {
-        OrtOptions { intra_threads: self.intra_threads }
+        OrtOptions { intra_threads: self.intra_threads, device: self.device }
     }
 }
 
@@ -79,9 +105,12 @@ pub struct WorkerArgs {
     pub deployments: Vec<DeploymentSpec>,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()> {
+    args.metrics.install()?;
     let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let config = gateway::GatewayConfig {
         redis_url: args.redis,
@@ -95,6 +124,7 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<()> {
+    args.metrics.install()?;
     let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     println!("worker listening on {}", listener.local_addr()?);
     let config = WorkerConfig {

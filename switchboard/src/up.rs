@@ -2,7 +2,7 @@
 //! Redis of its own, in one process, with the demo endpoint deployed.
 
 use crate::redis_server::RedisServer;
-use crate::roles::{SchedulerArgs, shutdown_signal};
+use crate::roles::{MetricsArgs, SchedulerArgs, shutdown_signal};
 use anyhow::{Context, Result};
 use clap::Args;
 use client::Client;
@@ -33,6 +33,8 @@ pub struct UpArgs {
     pub rate_limit: u32,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 fn models_dir(given: Option<PathBuf>) -> PathBuf {
@@ -42,6 +44,7 @@ fn models_dir(given: Option<PathBuf>) -> PathBuf {
 }
 
 pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
+    args.metrics.install()?;
     let admin_key = match admin_key {
         Some(k) => k,
         None => {

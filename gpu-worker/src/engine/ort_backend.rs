@@ -78,11 +78,12 @@ pub struct OrtOptions {
     /// scheduler gets parallelism from instances and batching, and spinning
     /// threads would steal the cores the gRPC server needs.
     pub intra_threads: usize,
+    pub device: super::Device,
 }
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { intra_threads: 1 }
+        OrtOptions { intra_threads: 1, device: super::Device::Cpu }
     }
 }
 
@@ -121,6 +122,8 @@ fn open_session(path: &Path, options: &OrtOptions) -> Result<Session, EngineErro
         .with_intra_threads(options.intra_threads)
         .map_err(|e| load(e.to_string()))?
         .with_intra_op_spinning(false)
+        .map_err(|e| load(e.to_string()))?
+        .with_execution_providers(options.device.execution_providers())
         .map_err(|e| load(e.to_string()))?
         .commit_from_file(path)
         .map_err(|e| load(e.to_string()))
