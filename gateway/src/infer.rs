@@ -132,7 +132,8 @@ impl GrpcInferenceService for GatewayV2 {
         Ok(Response::new(self.replica_client(&ep.name, &r.version)?.model_config(r).await?.into_inner()))
     }
 
-    /// Statistics of every replica of each deployment, summed per deployment.
+    /// Statistics of every replica of each deployment, summed per
+    /// deployment when the version names one, else per endpoint.
     async fn model_statistics(&self, r: Request<ModelStatisticsRequest>) -> Result<Response<ModelStatisticsResponse>, Status> {
         let p = principal(&r);
         let r = r.into_inner();
@@ -145,21 +146,25 @@ impl GrpcInferenceService for GatewayV2 {
         let mut model_stats = Vec::new();
         for name in names {
             let Some(ep) = snap.endpoints.get(&name) else { continue };
+            let mut endpoint_total: Option<ModelStatistics> = None;
             for d in ep.deployments.keys().filter(|d| r.version.is_empty() || **d == r.version) {
                 let Some(pool) = self.router.pool(&name, d) else { continue };
-                let mut total: Option<ModelStatistics> = None;
                 for replica in pool.replicas() {
                     let q = ModelStatisticsRequest { name: name.clone(), version: d.clone() };
                     if let Ok(resp) = replica.client().model_statistics(q).await {
                         for s in resp.into_inner().model_stats {
-                            total = Some(match total {
+                            endpoint_total = Some(match endpoint_total {
                                 None => s,
-                                Some(t) => crate::stats::merge(t, s),
+                                Some(t) => proto::stats::merge(t, s),
                             });
                         }
                     }
                 }
-                model_stats.extend(total);
+            }
+            if let Some(mut total) = endpoint_total {
+                total.name = name.clone();
+                total.version = if r.version.is_empty() { proto::stats::SUMMED_VERSION.into() } else { r.version.clone() };
+                model_stats.push(total);
             }
         }
         Ok(Response::new(ModelStatisticsResponse { model_stats }))

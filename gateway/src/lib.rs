@@ -7,7 +7,6 @@ pub mod limits;
 mod manage;
 pub mod secrets;
 pub mod server;
-mod stats;
 pub mod store;
 
 pub use infer::{GatewayV2, PIN_HEADER};

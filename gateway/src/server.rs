@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
@@ -97,11 +96,10 @@ pub async fn serve(
         .into_inner();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .layer(stack)
         .add_service(v2)
         .add_service(manage)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
         .await;
     background.abort();
     Ok(result?)

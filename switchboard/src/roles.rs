@@ -62,7 +62,7 @@ pub struct SchedulerArgs {
     #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,
     /// How long the oldest request may wait for a fuller batch (µs).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 0)]
     pub max_queue_delay_us: u64,
     /// Batch sizes to dispatch at once (comma-separated).
     #[arg(long, value_delimiter = ',')]

@@ -94,6 +94,19 @@ async fn thirty_two_concurrent_clients_are_batched() {
     let max_batch = blue.batch_stats.iter().map(|b| b.batch_size).max().unwrap();
     assert!(max_batch > 1, "no batch larger than 1: {:?}", blue.batch_stats);
     assert!(blue.execution_count < 640);
+    assert_eq!(blue.version, "blue");
+    // Without a version: one entry for the endpoint, with a numeric version
+    // (perf_analyzer parses versions as integers).
+    let all = admin
+        .inference
+        .clone()
+        .model_statistics(ModelStatisticsRequest { name: "digits".into(), version: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.model_stats.len(), 1);
+    assert_eq!(all.model_stats[0].version, "1");
+    assert_eq!(all.model_stats[0].inference_count, 640);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,10 @@ pub struct SchedulerConfig {
     /// Largest batch in rows; 0 runs each request alone (model without a
     /// dynamic batch dimension, as Triton's max_batch_size 0).
     pub max_batch_size: usize,
-    /// How long the oldest request may wait for a fuller batch.
+    /// How long the oldest request may wait for a fuller batch. Default 0
+    /// (as Triton's): a lone request runs at once, and batches still form
+    /// under load from what queues while the instances are busy. Waits use
+    /// tokio's timer, whose resolution is 1 ms.
     pub max_queue_delay: Duration,
     /// Batch sizes dispatched at once without waiting for the delay.
     pub preferred_batch_sizes: Vec<usize>,
@@ -42,7 +45,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             max_batch_size: 32,
-            max_queue_delay: Duration::from_micros(500),
+            max_queue_delay: Duration::ZERO,
             preferred_batch_sizes: Vec::new(),
             max_queue_size: 1024,
             instances: 1,

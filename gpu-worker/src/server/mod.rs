@@ -171,17 +171,33 @@ impl GrpcInferenceService for WorkerService {
         Ok(GrpcResponse::new(ModelConfigResponse { config: Some(metadata::config(&r.name, s)) }))
     }
 
+    /// Per deployment when the version names one; otherwise summed per
+    /// endpoint with a numeric version (see `proto::stats`).
     async fn model_statistics(&self, r: GrpcRequest<ModelStatisticsRequest>) -> Result<GrpcResponse<ModelStatisticsResponse>, Status> {
         let r = r.into_inner();
-        let mut model_stats = Vec::new();
-        if r.name.is_empty() {
-            for (e, d, s) in self.deployments.iter() {
-                model_stats.push(metadata::statistics(e, d, s));
-            }
-        } else {
+        if !r.version.is_empty() {
             let (d, s) = self.deployments.find(&r.name, &r.version)?;
-            model_stats.push(metadata::statistics(&r.name, d, s));
+            return Ok(GrpcResponse::new(ModelStatisticsResponse { model_stats: vec![metadata::statistics(&r.name, d, s)] }));
         }
+        if !r.name.is_empty() && !self.deployments.iter().any(|(e, _, _)| e == r.name) {
+            return Err(Status::not_found(format!("unknown model '{}'", r.name)));
+        }
+        let mut summed: std::collections::BTreeMap<&str, ModelStatistics> = std::collections::BTreeMap::new();
+        for (e, d, s) in self.deployments.iter().filter(|(e, _, _)| r.name.is_empty() || *e == r.name) {
+            let one = metadata::statistics(e, d, s);
+            let total = match summed.remove(e) {
+                Some(t) => proto::stats::merge(t, one),
+                None => one,
+            };
+            summed.insert(e, total);
+        }
+        let model_stats = summed
+            .into_values()
+            .map(|mut s| {
+                s.version = proto::stats::SUMMED_VERSION.into();
+                s
+            })
+            .collect();
         Ok(GrpcResponse::new(ModelStatisticsResponse { model_stats }))
     }
 

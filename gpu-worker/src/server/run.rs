@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 /// One deployment to serve: `ENDPOINT/DEPLOYMENT=MODEL_PATH`.
@@ -125,9 +124,8 @@ pub async fn serve(
         .max_encoding_message_size(config.max_message);
     info!(%address, "worker listening");
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
         .await;
     if let Some(r) = registration
         && let Err(e) = r.deregister().await

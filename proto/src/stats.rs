@@ -1,6 +1,15 @@
-//! Summing ModelStatistics of several replicas of one deployment.
+//! Summing ModelStatistics: several replicas of one deployment, or several
+//! deployments of one endpoint.
+//!
+//! When a request names no version, servers answer one entry per endpoint
+//! with version "1": Triton's versions are numbers, and perf_analyzer parses
+//! them as integers (a deployment name there aborts it).
 
-use proto::inference::{InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration};
+/// The version reported for an endpoint's summed statistics.
+pub const SUMMED_VERSION: &str = "1";
+
+
+use crate::inference::{InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration};
 
 fn add(a: Option<StatisticDuration>, b: Option<StatisticDuration>) -> Option<StatisticDuration> {
     match (a, b) {

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Checks that unmodified Triton clients work against `switchboard up`:
+#   1. tritonclient[grpc]==2.51.0 (Python): scripts/compat_tritonclient.py
+#   2. perf_analyzer (the binary inside the tritonclient 2.51.0 wheel) at
+#      concurrency 1 and 16
+#
+#   scripts/compat.sh [path/to/switchboard]     (default target/release/switchboard)
+#
+# Installs what is missing (idempotent): redis-server and ONNX Runtime through
+# scripts/setup.sh, a venv at .local/compat-venv with tritonclient[grpc], numpy and
+# nvidia-cuda-runtime-cu12 (perf_analyzer links libcudart.so.12; no GPU is used),
+# and the Debian package libb64-0d (perf_analyzer links libb64.so.0d).
+# Starts `switchboard up` on a free 127.0.0.1 port with its own temporary data dir
+# and always stops it on exit. Exits non-zero when any check fails.
+#
+# Environment: COMPAT_PA_WINDOW_MS (perf_analyzer measurement window, default 2000),
+# COMPAT_SKIP_PERF=1 (skip perf_analyzer), COMPAT_KEEP=1 (keep the temp dir).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+bin=${1:-target/release/switchboard}
+[ -x "$bin" ] || { echo "compat: no executable switchboard at $bin (build it, or pass its path)" >&2; exit 2; }
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+
+venv="$root/.local/compat-venv"
+py="$venv/bin/python"
+pa="$venv/bin/perf_analyzer"
+window_ms=${COMPAT_PA_WINDOW_MS:-2000}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- install what is missing -------------------------------------------------
+scripts/setup.sh   # redis-server, ONNX Runtime (both idempotent)
+if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+  ORT_DYLIB_PATH=$(ls "$root"/.local/onnxruntime/onnxruntime/capi/libonnxruntime.so* | sort | tail -n 1)
+  export ORT_DYLIB_PATH
+fi
+
+if [ ! -x "$py" ]; then
+  echo "compat: creating $venv" >&2
+  python3 -m venv "$venv"
+fi
+if ! "$py" -c 'import tritonclient.grpc, numpy' >/dev/null 2>&1 || [ ! -x "$pa" ] ||
+   ! ls "$venv"/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 >/dev/null 2>&1; then
+  echo "compat: installing tritonclient[grpc]==2.51.0, numpy, nvidia-cuda-runtime-cu12 into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "tritonclient[grpc]==2.51.0" numpy "nvidia-cuda-runtime-cu12==12.9.79"
+fi
+[ -x "$pa" ] || { echo "compat: $pa is missing after installing tritonclient 2.51.0" >&2; exit 2; }
+cudart_dir=$(dirname "$(ls "$venv"/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 | head -n 1)")
+if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d'; then
+  echo "compat: installing libb64-0d" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d >/dev/null
+fi
+
+# --- start switchboard up -----------------------------------------------------
+tmp=$(mktemp -d /tmp/sbcompat.XXXXXX)
+server_pid=""
+redis_pid=""
+cleanup() {
+  local rc=$?
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  # the Redis that `switchboard up` started, if it outlived it
+  if [ -n "$redis_pid" ] && kill -0 "$redis_pid" 2>/dev/null; then kill "$redis_pid" 2>/dev/null || true; fi
+  if [ -n "${COMPAT_KEEP:-}" ]; then echo "compat: kept $tmp" >&2; else rm -rf "$tmp"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+addr=127.0.0.1:$port
+export SWITCHBOARD_ADMIN_KEY=compat-admin-key
+echo "compat: starting $bin up --listen $addr (log: $tmp/up.log)" >&2
+"$bin" up --listen "$addr" --data-dir "$tmp/data" --models "$root/models" >"$tmp/up.log" 2>&1 &
+server_pid=$!
+
+deadline=$((SECONDS + 60))
+key=""
+until [ -n "$key" ]; do
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "compat: switchboard up exited early:" >&2; cat "$tmp/up.log" >&2; exit 1
+  fi
+  [ "$SECONDS" -lt "$deadline" ] || { echo "compat: switchboard up not ready after 60 s:" >&2; cat "$tmp/up.log" >&2; exit 1; }
+  key=$(grep -A1 "endpoint key for 'digits'" "$tmp/up.log" 2>/dev/null | sed -n 2p | tr -d '[:space:]' || true)
+  [ -n "$key" ] || sleep 0.2
+done
+# the key line is printed once the gateway listens; confirm over gRPC as well
+until "$py" -c "import sys, tritonclient.grpc as t; sys.exit(0 if t.InferenceServerClient('$addr').is_model_ready('digits', headers={'authorization': 'Bearer $key'}) else 1)" 2>/dev/null; do
+  [ "$SECONDS" -lt "$deadline" ] || { echo "compat: digits not ready after 60 s" >&2; cat "$tmp/up.log" >&2; exit 1; }
+  sleep 0.2
+done
+redis_pid=$(pgrep -P "$server_pid" -x redis-server || true)
+echo "compat: switchboard up is ready at $addr (endpoint key ${key:0:8}...)" >&2
+
+failures=()
+
+# --- 1. tritonclient ------------------------------------------------------------
+echo
+echo "=== tritonclient[grpc] 2.51.0 ==="
+if ! "$py" scripts/compat_tritonclient.py --url "$addr" --key "$key"; then
+  failures+=("tritonclient checks")
+fi
+
+# --- 2. perf_analyzer -----------------------------------------------------------
+run_pa() {  # name, extra args...
+  local name=$1; shift
+  local out="$tmp/pa_$name.txt" rc=0
+  echo
+  echo "=== perf_analyzer $* ==="
+  LD_LIBRARY_PATH="$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout 300 \
+    "$pa" -m digits -u "$addr" -i grpc -H "authorization:Bearer $key" \
+      --measurement-interval "$window_ms" --max-trials 6 --stability-percentage 25 "$@" \
+      >"$out" 2>&1 || rc=$?
+  if [ "$rc" = 0 ]; then
+    sed -n '/^Request concurrency/,$p' "$out"
+  else
+    failures+=("perf_analyzer $name (exit $rc)")
+    echo "perf_analyzer exited $rc; its output:"
+    tail -n 25 "$out"
+    if grep -q stoll "$out"; then
+      echo "diagnosis: perf_analyzer runs std::stoll on ModelStatistics' model_stats[].version;"
+      echo "  the server must answer integer versions there (see scripts/compat_tritonclient.py)."
+    elif [ "$rc" = 2 ]; then
+      echo "diagnosis: no stable measurement (raise COMPAT_PA_WINDOW_MS)."
+    fi
+  fi
+}
+if [ -z "${COMPAT_SKIP_PERF:-}" ]; then
+  run_pa c1 --concurrency-range 1:1 -b 1
+  run_pa c16 --concurrency-range 16:16 -b 1
+fi
+
+echo
+if [ "${#failures[@]}" -gt 0 ]; then
+  echo "compat: FAILED: ${failures[*]}"
+  exit 1
+fi
+echo "compat: all checks passed"
