@@ -136,6 +136,8 @@ run_pa() {  # name, extra args...
 if [ -z "${COMPAT_SKIP_PERF:-}" ]; then
   run_pa c1 --concurrency-range 1:1 -b 1
   run_pa c16 --concurrency-range 16:16 -b 1
+  run_pa b8 --concurrency-range 4:4 -b 8
+  run_pa stream --concurrency-range 4:4 -b 1 --streaming
 fi
 
 echo
