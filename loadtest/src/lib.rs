@@ -6,7 +6,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::inference::model_infer_request::InferInputTensor;
-use proto::inference::{ModelInferRequest, ModelMetadataRequest};
+use proto::inference::{ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +58,23 @@ pub struct Report {
     pub server_cpu_us_per_request: Option<f64>,
     /// CPU this load generator spent per request (µs).
     pub client_cpu_us_per_request: Option<f64>,
+    /// Executions per batch size (rows) during the measured window, from
+    /// the server's ModelStatistics; empty when it has none.
+    pub server_batches: BTreeMap<u64, u64>,
+    pub server_mean_batch: Option<f64>,
+}
+
+/// Executions so far per batch size, if the server keeps statistics.
+async fn batch_counts(client: &mut GrpcInferenceServiceClient<Channel>, model: &str, auth: &Option<AsciiMetadataValue>) -> BTreeMap<u64, u64> {
+    let req = with_headers(ModelStatisticsRequest { name: model.to_string(), version: String::new() }, auth, &None);
+    let Ok(resp) = client.model_statistics(req).await else { return BTreeMap::new() };
+    let mut out = BTreeMap::new();
+    for m in resp.into_inner().model_stats {
+        for b in m.batch_stats {
+            *out.entry(b.batch_size).or_default() += b.compute_infer.map_or(0, |d| d.count);
+        }
+    }
+    out
 }
 
 /// utime + stime of a process in microseconds (Linux clock ticks are 10 ms
@@ -165,6 +182,7 @@ pub async fn run_closed_loop(cfg: LoadConfig) -> Result<Report> {
         }));
     }
     tokio::time::sleep(cfg.warmup).await;
+    let batches0 = batch_counts(&mut first, &cfg.model, &auth).await;
     let (server0, client0) = (cpu_of(&cfg.server_pids), cpu_us("self"));
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
@@ -172,6 +190,15 @@ pub async fn run_closed_loop(cfg: LoadConfig) -> Result<Report> {
     measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let (server1, client1) = (cpu_of(&cfg.server_pids), cpu_us("self"));
+    let batches1 = batch_counts(&mut first, &cfg.model, &auth).await;
+    let server_batches: BTreeMap<u64, u64> = batches1
+        .iter()
+        .map(|(size, n)| (*size, n - batches0.get(size).copied().unwrap_or(0).min(*n)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let executions: u64 = server_batches.values().sum();
+    let server_mean_batch = (executions > 0)
+        .then(|| server_batches.iter().map(|(s, n)| s * n).sum::<u64>() as f64 / executions as f64);
     stop.store(true, Ordering::Relaxed);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut errors_by_code: BTreeMap<String, u64> = BTreeMap::new();
@@ -211,5 +238,7 @@ pub async fn run_closed_loop(cfg: LoadConfig) -> Result<Report> {
         },
         server_cpu_us_per_request,
         client_cpu_us_per_request,
+        server_batches,
+        server_mean_batch,
     })
 }

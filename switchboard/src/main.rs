@@ -1,4 +1,9 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
+
+// glibc malloc showed up contended under load (many small h2/prost buffers
+// freed on other threads); mimalloc's per-thread heaps avoid that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use switchboard::commands::{self, Conn, DeploymentCmd, EndpointCmd, InvokeArgs, KeysCmd, TokenCmd};
 use switchboard::roles::{self, GatewayArgs, WorkerArgs};
@@ -10,6 +15,9 @@ use switchboard::up::{self, UpArgs};
 struct Cli {
     #[command(flatten)]
     conn: Conn,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, global = true, env = "SWITCHBOARD_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -38,13 +46,20 @@ enum Cmd {
     Invoke(InvokeArgs),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.enable_all().build().context("starting the async runtime")?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let admin_key = std::env::var("SWITCHBOARD_ADMIN_KEY").ok().filter(|k| !k.trim().is_empty());
     match cli.cmd {
         Cmd::Up(a) => up::up(a, admin_key).await,
