@@ -124,3 +124,38 @@ async fn invalid_input_is_refused_with_the_input_named() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_one_is_served_before_waiting_lower_priority() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let f = Fixture::load("convnet").unwrap();
+    // One request per batch, so the order of batches is the order served.
+    let cfg = SchedulerConfig { max_batch_size: 1, priority_levels: 2, default_priority: 2, ..Default::default() };
+    let s = start(&f, cfg);
+    let done_low = Arc::new(AtomicUsize::new(0));
+    let mut lows = Vec::new();
+    for _ in 0..20 {
+        let (s, done, inputs) = (s.clone(), done_low.clone(), f.input_rows(0, 1));
+        lows.push(tokio::spawn(async move {
+            s.infer(Request { inputs, deadline: None, priority: 2 }).await.unwrap();
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while s.queue_depth() < 10 {
+        assert!(Instant::now() < until, "low-priority requests never queued");
+        tokio::task::yield_now().await;
+    }
+    // Every low request already handed to the instance may finish first;
+    // none still waiting may.
+    let dispatched_before = s.dispatched();
+    s.infer(Request { inputs: f.input_rows(0, 1), deadline: None, priority: 1 }).await.unwrap();
+    let low_done_first = done_low.load(Ordering::SeqCst);
+    assert!(
+        low_done_first <= dispatched_before + 1,
+        "{low_done_first} low-priority requests finished before the high one ({dispatched_before} had been dispatched)"
+    );
+    for t in lows {
+        t.await.unwrap();
+    }
+}

@@ -100,6 +100,11 @@ pub struct WorkerArgs {
     /// Registry to join; without it the worker runs stand-alone.
     #[arg(long, env = "SWITCHBOARD_REDIS")]
     pub redis: Option<String>,
+    /// Registry id (default: from the process id and address). A restarted
+    /// worker with the same id and address is the same replica to the
+    /// gateways, readmitted by their health checks.
+    #[arg(long)]
+    pub id: Option<String>,
     /// ENDPOINT/DEPLOYMENT=MODEL.onnx (repeatable).
     #[arg(long = "deployment", required = true)]
     pub deployments: Vec<DeploymentSpec>,
@@ -133,6 +138,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         ort: args.scheduler.ort(),
         redis_url: args.redis,
         advertise: args.advertise,
+        id: args.id,
         ..Default::default()
     };
     gpu_worker::server::run::serve(config, listener, shutdown_signal()).await?;

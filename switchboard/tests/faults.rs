@@ -150,3 +150,46 @@ async fn workers_register_and_deregister() {
     server.await.unwrap().unwrap();
     assert_eq!(c.registered("digits", "blue").await, 0, "graceful shutdown deregisters");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_replica_is_ejected_and_readmitted_after_a_health_check() {
+    let c = Cluster::start(Options { deployments: vec![], ..Options::default() }).await;
+    let admin = c.admin().await;
+    let key = admin.create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key).await.unwrap().primary_key;
+    admin.create_deployment("digits", client::proto::switchboard::v1::Deployment { name: "blue".into(), ..Default::default() }).await.unwrap();
+    let port = switchboard::redis_server::free_port().unwrap();
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["worker", "--id", "w1", "--listen", &format!("127.0.0.1:{port}"), "--redis", &c.redis.url()])
+            .args(["--deployment", &format!("digits/blue={}", models().join("digits_mlp.onnx").display())])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let healthy = |n: u32| {
+        let admin = admin.clone();
+        move || {
+            let admin = admin.clone();
+            async move { admin.get_endpoint("digits").await.is_ok_and(|e| e.deployments[0].replicas_healthy == n) }
+        }
+    };
+    let mut worker = spawn();
+    wait_until("replica healthy", Duration::from_secs(20), healthy(1)).await;
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap();
+
+    worker.kill().await.unwrap();
+    // With the only replica gone, requests fail UNAVAILABLE until it is ejected.
+    for _ in 0..router::pool::EJECT_AFTER {
+        let e = client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains("Unavailable") || e.to_string().contains("unavailable"), "{e}");
+    }
+    wait_until("replica ejected", Duration::from_secs(5), healthy(0)).await;
+
+    // Same id, same address: the gateway's health check lets it back in.
+    let _worker = spawn();
+    wait_until("replica readmitted", Duration::from_secs(20), healthy(1)).await;
+    client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap();
+}
