@@ -2,7 +2,11 @@
 // pure-Rust protobuf compiler, so a fresh machine needs nothing but cargo.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-    let files = ["grpc_service.proto", "model_config.proto", "switchboard.proto"];
+    let files = [
+        "grpc_service.proto",
+        "model_config.proto",
+        "switchboard.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={dir}/{f}");
     }

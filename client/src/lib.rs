@@ -3,7 +3,10 @@
 
 use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::inference::model_infer_request::InferInputTensor;
-use proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse};
+use proto::inference::{
+    InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelMetadataResponse,
+};
 use proto::switchboard::v1 as pb;
 use proto::switchboard::v1::management_client::ManagementClient;
 use thiserror::Error;
@@ -40,7 +43,8 @@ impl tonic::service::Interceptor for Credentials {
             req.metadata_mut().insert("authorization", b.clone());
         }
         if let Some(p) = &self.pin {
-            req.metadata_mut().insert("switchboard-deployment", p.clone());
+            req.metadata_mut()
+                .insert("switchboard-deployment", p.clone());
         }
         Ok(req)
     }
@@ -61,8 +65,16 @@ impl Client {
     }
 
     /// As `connect`, with every inference pinned to one deployment.
-    pub async fn connect_pinned(url: &str, credential: Option<&str>, deployment: Option<&str>) -> Result<Self, ClientError> {
-        let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
+    pub async fn connect_pinned(
+        url: &str,
+        credential: Option<&str>,
+        deployment: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let url = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
         let channel = Endpoint::from_shared(url.clone())
             .map_err(|_| ClientError::Url(url))?
             .tcp_nodelay(true)
@@ -70,7 +82,9 @@ impl Client {
             .await?;
         let header = |v: &str| MetadataValue::try_from(v).map_err(|_| ClientError::Credential);
         let creds = Credentials {
-            bearer: credential.map(|c| header(&format!("Bearer {}", c.trim()))).transpose()?,
+            bearer: credential
+                .map(|c| header(&format!("Bearer {}", c.trim())))
+                .transpose()?,
             pin: deployment.map(header).transpose()?,
         };
         Ok(Client {
@@ -81,17 +95,46 @@ impl Client {
         })
     }
 
-    pub async fn create_endpoint(&self, name: &str, mode: pb::AuthMode) -> Result<pb::CreateEndpointResponse, ClientError> {
-        let req = pb::CreateEndpointRequest { name: name.into(), auth_mode: mode as i32, description: String::new() };
-        Ok(self.management.clone().create_endpoint(req).await?.into_inner())
+    pub async fn create_endpoint(
+        &self,
+        name: &str,
+        mode: pb::AuthMode,
+    ) -> Result<pb::CreateEndpointResponse, ClientError> {
+        let req = pb::CreateEndpointRequest {
+            name: name.into(),
+            auth_mode: mode as i32,
+            description: String::new(),
+        };
+        Ok(self
+            .management
+            .clone()
+            .create_endpoint(req)
+            .await?
+            .into_inner())
     }
 
-    pub async fn create_deployment(&self, endpoint: &str, deployment: pb::Deployment) -> Result<pb::Endpoint, ClientError> {
-        let req = pb::CreateDeploymentRequest { endpoint: endpoint.into(), deployment: Some(deployment) };
-        Ok(self.management.clone().create_deployment(req).await?.into_inner())
+    pub async fn create_deployment(
+        &self,
+        endpoint: &str,
+        deployment: pb::Deployment,
+    ) -> Result<pb::Endpoint, ClientError> {
+        let req = pb::CreateDeploymentRequest {
+            endpoint: endpoint.into(),
+            deployment: Some(deployment),
+        };
+        Ok(self
+            .management
+            .clone()
+            .create_deployment(req)
+            .await?
+            .into_inner())
     }
 
-    pub async fn set_traffic(&self, endpoint: &str, traffic: &[(&str, u32)]) -> Result<pb::Endpoint, ClientError> {
+    pub async fn set_traffic(
+        &self,
+        endpoint: &str,
+        traffic: &[(&str, u32)],
+    ) -> Result<pb::Endpoint, ClientError> {
         let req = pb::SetTrafficRequest {
             endpoint: endpoint.into(),
             traffic: traffic.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
@@ -100,17 +143,37 @@ impl Client {
     }
 
     pub async fn get_endpoint(&self, name: &str) -> Result<pb::Endpoint, ClientError> {
-        Ok(self.management.clone().get_endpoint(pb::GetEndpointRequest { name: name.into() }).await?.into_inner())
+        Ok(self
+            .management
+            .clone()
+            .get_endpoint(pb::GetEndpointRequest { name: name.into() })
+            .await?
+            .into_inner())
     }
 
-    pub async fn get_token(&self, endpoint: &str, ttl_seconds: u64) -> Result<pb::GetTokenResponse, ClientError> {
-        let req = pb::GetTokenRequest { endpoint: endpoint.into(), ttl_seconds };
+    pub async fn get_token(
+        &self,
+        endpoint: &str,
+        ttl_seconds: u64,
+    ) -> Result<pb::GetTokenResponse, ClientError> {
+        let req = pb::GetTokenRequest {
+            endpoint: endpoint.into(),
+            ttl_seconds,
+        };
         Ok(self.management.clone().get_token(req).await?.into_inner())
     }
 
     pub async fn metadata(&self, model: &str) -> Result<ModelMetadataResponse, ClientError> {
-        let req = ModelMetadataRequest { name: model.into(), version: String::new() };
-        Ok(self.inference.clone().model_metadata(req).await?.into_inner())
+        let req = ModelMetadataRequest {
+            name: model.into(),
+            version: String::new(),
+        };
+        Ok(self
+            .inference
+            .clone()
+            .model_metadata(req)
+            .await?
+            .into_inner())
     }
 
     pub async fn infer(&self, req: ModelInferRequest) -> Result<ModelInferResponse, ClientError> {
@@ -118,13 +181,23 @@ impl Client {
     }
 
     /// Scores FP32 rows on a model with one input, as raw contents.
-    pub async fn infer_rows(&self, model: &str, input: &str, rows: &[Vec<f32>]) -> Result<ModelInferResponse, ClientError> {
-        Ok(self.infer(f32_request(model, input, rows, true)?).await?)
+    pub async fn infer_rows(
+        &self,
+        model: &str,
+        input: &str,
+        rows: &[Vec<f32>],
+    ) -> Result<ModelInferResponse, ClientError> {
+        self.infer(f32_request(model, input, rows, true)?).await
     }
 }
 
 /// A request for one FP32 input of `rows`, typed or raw.
-pub fn f32_request(model: &str, input: &str, rows: &[Vec<f32>], raw: bool) -> Result<ModelInferRequest, ClientError> {
+pub fn f32_request(
+    model: &str,
+    input: &str,
+    rows: &[Vec<f32>],
+    raw: bool,
+) -> Result<ModelInferRequest, ClientError> {
     let width = rows.first().map_or(0, Vec::len);
     if rows.iter().any(|r| r.len() != width) {
         return Err(ClientError::Input("rows differ in length".into()));
@@ -136,12 +209,18 @@ pub fn f32_request(model: &str, input: &str, rows: &[Vec<f32>], raw: bool) -> Re
         shape: vec![rows.len() as i64, width as i64],
         ..Default::default()
     };
-    let mut req = ModelInferRequest { model_name: model.into(), ..Default::default() };
+    let mut req = ModelInferRequest {
+        model_name: model.into(),
+        ..Default::default()
+    };
     if raw {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         req.raw_input_contents.push(bytes::Bytes::from(bytes));
     } else {
-        t.contents = Some(InferTensorContents { fp32_contents: values, ..Default::default() });
+        t.contents = Some(InferTensorContents {
+            fp32_contents: values,
+            ..Default::default()
+        });
     }
     req.inputs.push(t);
     Ok(req)
@@ -179,8 +258,13 @@ fn typed_json(c: &InferTensorContents) -> Vec<serde_json::Value> {
 }
 
 fn decode_raw(dtype: &str, raw: &[u8]) -> Vec<serde_json::Value> {
-    fn each<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> serde_json::Value) -> Vec<serde_json::Value> {
-        raw.chunks_exact(N).map(|c| f(c.try_into().unwrap_or([0; N]))).collect()
+    fn each<const N: usize>(
+        raw: &[u8],
+        f: impl Fn([u8; N]) -> serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        raw.chunks_exact(N)
+            .map(|c| f(c.try_into().unwrap_or([0; N])))
+            .collect()
     }
     match dtype {
         "FP32" => each(raw, |b| serde_json::json!(f32::from_le_bytes(b))),

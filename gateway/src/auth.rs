@@ -3,21 +3,25 @@
 //! extensions. Authorization needs the endpoint, which is in the message
 //! body, so the services check it with `authorize_*` after decoding.
 
+use crate::gate::{Check, GateLayer};
 use crate::secrets::{self, TokenCheck};
 use crate::store::{AuthMode, EndpointRecord, Store};
-use futures::future::{Either, Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tonic::Status;
-use tower::{Layer, Service};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// No credential sent: only endpoints with auth mode `none` let it in.
     Anonymous,
     Admin,
-    Key { endpoint: String, hash: String },
-    Token { endpoint: String, token_hash: String },
+    Key {
+        endpoint: String,
+        hash: String,
+    },
+    Token {
+        endpoint: String,
+        token_hash: String,
+    },
 }
 
 impl Principal {
@@ -39,75 +43,67 @@ pub struct AuthLayer {
 
 impl AuthLayer {
     /// `admin_key` is hashed at once; the plain value is not kept.
-    pub fn new(store: Arc<Store>, admin_key: Option<&str>) -> Self {
-        AuthLayer { store, admin_hash: admin_key.map(|k| Arc::from(secrets::hash(k.trim()))) }
+    pub fn new(store: Arc<Store>, admin_key: Option<&str>) -> GateLayer<Self> {
+        GateLayer(AuthLayer {
+            store,
+            admin_hash: admin_key.map(|k| Arc::from(secrets::hash(k.trim()))),
+        })
     }
 
     fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
-        let Some(value) = headers.get(http::header::AUTHORIZATION) else { return Ok(Principal::Anonymous) };
-        let value = value.to_str().map_err(|_| Status::unauthenticated("malformed authorization header"))?.trim();
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Ok(Principal::Anonymous);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| Status::unauthenticated("malformed authorization header"))?
+            .trim();
         let credential = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <key or token>'"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization must be 'Bearer <key or token>'")
+            })?;
         let hash = secrets::hash(credential);
         if self.admin_hash.as_deref() == Some(hash.as_str()) {
             return Ok(Principal::Admin);
         }
         let snap = self.store.snapshot();
         if let Some((endpoint, _)) = snap.keys.get(&hash) {
-            return Ok(Principal::Key { endpoint: endpoint.clone(), hash });
+            return Ok(Principal::Key {
+                endpoint: endpoint.clone(),
+                hash,
+            });
         }
         match secrets::verify_token(&snap.token_secret, credential, secrets::now_unix()) {
-            TokenCheck::Valid { endpoint } => Ok(Principal::Token { endpoint, token_hash: hash }),
-            TokenCheck::Expired => Err(Status::unauthenticated("token expired; get a new one with GetToken")),
+            TokenCheck::Valid { endpoint } => Ok(Principal::Token {
+                endpoint,
+                token_hash: hash,
+            }),
+            TokenCheck::Expired => Err(Status::unauthenticated(
+                "token expired; get a new one with GetToken",
+            )),
             TokenCheck::Invalid => Err(Status::unauthenticated("invalid token")),
             TokenCheck::NotAToken => Err(Status::unauthenticated("unknown key")),
         }
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, layer: self.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    layer: AuthLayer,
-}
-
-impl<S, B, RB> Service<http::Request<B>> for Auth<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    RB: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match self.layer.authenticate(req.headers()) {
-            Ok(p) => {
-                req.extensions_mut().insert(p);
-                Either::Right(self.inner.call(req))
-            }
-            Err(status) => Either::Left(ready(Ok(status.into_http()))),
-        }
+impl Check for AuthLayer {
+    fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        let p = self.authenticate(req.headers())?;
+        req.extensions_mut().insert(p);
+        Ok(())
     }
 }
 
 pub fn principal<T>(req: &tonic::Request<T>) -> Principal {
-    req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous)
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or(Principal::Anonymous)
 }
 
 /// May this caller score on this endpoint?
@@ -115,20 +111,25 @@ pub fn authorize_infer(p: &Principal, ep: &EndpointRecord) -> Result<(), Status>
     let name = &ep.name;
     match (ep.auth_mode, p) {
         (AuthMode::None, _) | (_, Principal::Admin) => Ok(()),
-        (AuthMode::Key, Principal::Key { endpoint, .. }) | (AuthMode::Token, Principal::Token { endpoint, .. }) => {
+        (AuthMode::Key, Principal::Key { endpoint, .. })
+        | (AuthMode::Token, Principal::Token { endpoint, .. }) => {
             if endpoint == name {
                 Ok(())
             } else {
-                Err(Status::permission_denied(format!("credential is for endpoint '{endpoint}', not '{name}'")))
+                Err(Status::permission_denied(format!(
+                    "credential is for endpoint '{endpoint}', not '{name}'"
+                )))
             }
         }
-        (_, Principal::Anonymous) => Err(Status::unauthenticated(format!("endpoint '{name}' needs a credential"))),
-        (AuthMode::Key, Principal::Token { .. }) => {
-            Err(Status::unauthenticated(format!("endpoint '{name}' takes keys, not tokens")))
-        }
-        (AuthMode::Token, Principal::Key { .. }) => {
-            Err(Status::unauthenticated(format!("endpoint '{name}' takes tokens; get one with GetToken")))
-        }
+        (_, Principal::Anonymous) => Err(Status::unauthenticated(format!(
+            "endpoint '{name}' needs a credential"
+        ))),
+        (AuthMode::Key, Principal::Token { .. }) => Err(Status::unauthenticated(format!(
+            "endpoint '{name}' takes keys, not tokens"
+        ))),
+        (AuthMode::Token, Principal::Key { .. }) => Err(Status::unauthenticated(format!(
+            "endpoint '{name}' takes tokens; get one with GetToken"
+        ))),
     }
 }
 
@@ -137,7 +138,9 @@ pub fn authorize_admin(p: &Principal) -> Result<(), Status> {
     match p {
         Principal::Admin => Ok(()),
         Principal::Anonymous => Err(Status::unauthenticated("management needs the admin key")),
-        _ => Err(Status::permission_denied("management needs the admin key; endpoint credentials may only score")),
+        _ => Err(Status::permission_denied(
+            "management needs the admin key; endpoint credentials may only score",
+        )),
     }
 }
 
@@ -146,7 +149,11 @@ pub fn authorize_token_issue(p: &Principal, endpoint: &str) -> Result<(), Status
     match p {
         Principal::Admin => Ok(()),
         Principal::Key { endpoint: e, .. } if e == endpoint => Ok(()),
-        Principal::Anonymous => Err(Status::unauthenticated("GetToken needs the admin key or the endpoint's key")),
-        _ => Err(Status::permission_denied(format!("credential may not issue tokens for '{endpoint}'"))),
+        Principal::Anonymous => Err(Status::unauthenticated(
+            "GetToken needs the admin key or the endpoint's key",
+        )),
+        _ => Err(Status::permission_denied(format!(
+            "credential may not issue tokens for '{endpoint}'"
+        ))),
     }
 }

@@ -4,13 +4,10 @@
 
 use crate::auth::{Principal, authorize_infer, principal};
 use crate::store::{EndpointRecord, Store};
-use futures::StreamExt;
 use proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use proto::inference::*;
 use router::Router;
-use std::pin::Pin;
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// Metadata that pins a request to one deployment, bypassing the weights.
@@ -47,8 +44,11 @@ impl GatewayV2 {
         let name = req.model_name.clone();
         self.endpoint(p, &name)?;
         // A version in the request names a deployment, like the pin header.
-        let pinned = pinned.or_else(|| (!req.model_version.is_empty()).then(|| req.model_version.clone()));
-        self.router.infer(&name, pinned.as_deref(), req, deadline).await
+        let pinned =
+            pinned.or_else(|| (!req.model_version.is_empty()).then(|| req.model_version.clone()));
+        self.router
+            .infer(&name, pinned.as_deref(), req, deadline)
+            .await
     }
 
     /// The deployment that answers metadata questions: the pinned one, the
@@ -62,39 +62,58 @@ impl GatewayV2 {
             .max_by_key(|(_, w)| **w)
             .map(|(d, _)| d.clone())
             .or_else(|| ep.deployments.keys().next().cloned())
-            .ok_or_else(|| Status::unavailable(format!("endpoint '{}' has no deployments", ep.name)))
+            .ok_or_else(|| {
+                Status::unavailable(format!("endpoint '{}' has no deployments", ep.name))
+            })
     }
 
     fn replica_client(
         &self,
         ep: &str,
         deployment: &str,
-    ) -> Result<proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>, Status> {
+    ) -> Result<
+        proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<
+            tonic::transport::Channel,
+        >,
+        Status,
+    > {
         self.router
             .pool(ep, deployment)
             .and_then(|p| p.pick(None))
             .map(|r| r.client())
-            .ok_or_else(|| Status::unavailable(format!("no healthy replica of deployment '{deployment}'")))
+            .ok_or_else(|| {
+                Status::unavailable(format!("no healthy replica of deployment '{deployment}'"))
+            })
     }
 }
 
 fn pinned<T>(req: &Request<T>) -> Option<String> {
-    req.metadata().get(PIN_HEADER).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+    req.metadata()
+        .get(PIN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
 }
-
-type StreamOut = Pin<Box<dyn futures::Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl GrpcInferenceService for GatewayV2 {
-    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
         Ok(Response::new(ServerReadyResponse { ready: true }))
     }
 
-    async fn model_ready(&self, r: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        r: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
         let p = principal(&r);
         let r = r.into_inner();
         let ep = self.endpoint(&p, &r.name)?;
@@ -106,7 +125,10 @@ impl GrpcInferenceService for GatewayV2 {
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 
-    async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Result<Response<ServerMetadataResponse>, Status> {
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
         Ok(Response::new(ServerMetadataResponse {
             name: "switchboard".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -114,43 +136,76 @@ impl GrpcInferenceService for GatewayV2 {
         }))
     }
 
-    async fn model_metadata(&self, r: Request<ModelMetadataRequest>) -> Result<Response<ModelMetadataResponse>, Status> {
+    async fn model_metadata(
+        &self,
+        r: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
         let p = principal(&r);
         let mut r = r.into_inner();
         let ep = self.endpoint(&p, &r.name)?;
         r.version = self.metadata_deployment(&ep, &r.version)?;
-        let mut resp = self.replica_client(&ep.name, &r.version)?.model_metadata(r).await?.into_inner();
+        let mut resp = self
+            .replica_client(&ep.name, &r.version)?
+            .model_metadata(r)
+            .await?
+            .into_inner();
         resp.versions = ep.deployments.keys().cloned().collect();
         Ok(Response::new(resp))
     }
 
-    async fn model_config(&self, r: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        r: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
         let p = principal(&r);
         let mut r = r.into_inner();
         let ep = self.endpoint(&p, &r.name)?;
         r.version = self.metadata_deployment(&ep, &r.version)?;
-        Ok(Response::new(self.replica_client(&ep.name, &r.version)?.model_config(r).await?.into_inner()))
+        Ok(Response::new(
+            self.replica_client(&ep.name, &r.version)?
+                .model_config(r)
+                .await?
+                .into_inner(),
+        ))
     }
 
     /// Statistics of every replica of each deployment, summed per
     /// deployment when the version names one, else per endpoint.
-    async fn model_statistics(&self, r: Request<ModelStatisticsRequest>) -> Result<Response<ModelStatisticsResponse>, Status> {
+    async fn model_statistics(
+        &self,
+        r: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let p = principal(&r);
         let r = r.into_inner();
         let snap = self.store.snapshot();
         let names: Vec<String> = if r.name.is_empty() {
-            snap.endpoints.values().filter(|e| authorize_infer(&p, e).is_ok()).map(|e| e.name.clone()).collect()
+            snap.endpoints
+                .values()
+                .filter(|e| authorize_infer(&p, e).is_ok())
+                .map(|e| e.name.clone())
+                .collect()
         } else {
             vec![self.endpoint(&p, &r.name)?.name]
         };
         let mut model_stats = Vec::new();
         for name in names {
-            let Some(ep) = snap.endpoints.get(&name) else { continue };
+            let Some(ep) = snap.endpoints.get(&name) else {
+                continue;
+            };
             let mut endpoint_total: Option<ModelStatistics> = None;
-            for d in ep.deployments.keys().filter(|d| r.version.is_empty() || **d == r.version) {
-                let Some(pool) = self.router.pool(&name, d) else { continue };
+            for d in ep
+                .deployments
+                .keys()
+                .filter(|d| r.version.is_empty() || **d == r.version)
+            {
+                let Some(pool) = self.router.pool(&name, d) else {
+                    continue;
+                };
                 for replica in pool.replicas() {
-                    let q = ModelStatisticsRequest { name: name.clone(), version: d.clone() };
+                    let q = ModelStatisticsRequest {
+                        name: name.clone(),
+                        version: d.clone(),
+                    };
                     if let Ok(resp) = replica.client().model_statistics(q).await {
                         for s in resp.into_inner().model_stats {
                             endpoint_total = Some(match endpoint_total {
@@ -163,21 +218,30 @@ impl GrpcInferenceService for GatewayV2 {
             }
             if let Some(mut total) = endpoint_total {
                 total.name = name.clone();
-                total.version = if r.version.is_empty() { proto::stats::SUMMED_VERSION.into() } else { r.version.clone() };
+                total.version = if r.version.is_empty() {
+                    proto::stats::SUMMED_VERSION.into()
+                } else {
+                    r.version.clone()
+                };
                 model_stats.push(total);
             }
         }
         Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }
 
-    async fn model_infer(&self, r: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        r: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
         let p = principal(&r);
         let pin = pinned(&r);
         let deadline = proto::deadline_of(&r);
-        Ok(Response::new(self.infer(&p, pin, deadline, r.into_inner()).await?))
+        Ok(Response::new(
+            self.infer(&p, pin, deadline, r.into_inner()).await?,
+        ))
     }
 
-    type ModelStreamInferStream = StreamOut;
+    type ModelStreamInferStream = proto::stream::Answers;
 
     async fn model_stream_infer(
         &self,
@@ -186,25 +250,13 @@ impl GrpcInferenceService for GatewayV2 {
         let p = principal(&r);
         let pin = pinned(&r);
         let deadline = proto::deadline_of(&r);
-        let mut incoming = r.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
         let svc = self.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(req)) = incoming.next().await {
-                let (svc, tx, p, pin) = (svc.clone(), tx.clone(), p.clone(), pin.clone());
-                tokio::spawn(async move {
-                    let id = req.id.clone();
-                    let out = match svc.infer(&p, pin, deadline, req).await {
-                        Ok(resp) => ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) },
-                        Err(s) => ModelStreamInferResponse {
-                            error_message: s.message().to_string(),
-                            infer_response: Some(ModelInferResponse { id, ..Default::default() }),
-                        },
-                    };
-                    let _ = tx.send(Ok(out)).await;
-                });
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(proto::stream::serve(
+            r.into_inner(),
+            move |req| {
+                let (svc, p, pin) = (svc.clone(), p.clone(), pin.clone());
+                async move { svc.infer(&p, pin, deadline, req).await }
+            },
+        )))
     }
 }

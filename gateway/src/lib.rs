@@ -2,6 +2,7 @@
 //! `model_name` is an endpoint, and the switchboard.v1 management API.
 
 pub mod auth;
+pub mod gate;
 mod infer;
 pub mod limits;
 mod manage;

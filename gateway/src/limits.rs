@@ -2,7 +2,7 @@
 //! status for an oversize message.
 
 use crate::auth::Principal;
-use futures::future::{Either, Ready, ready};
+use crate::gate::{Check, GateLayer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,18 +21,26 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// 0 turns the limit off.
-    pub fn new(per_second: u32) -> Self {
-        RateLimitLayer { per_second: f64::from(per_second), buckets: Default::default() }
+    pub fn new(per_second: u32) -> GateLayer<Self> {
+        GateLayer(RateLimitLayer {
+            per_second: f64::from(per_second),
+            buckets: Default::default(),
+        })
     }
 
     fn admit(&self, key: &str) -> bool {
         if self.per_second <= 0.0 {
             return true;
         }
-        let Ok(mut buckets) = self.buckets.lock() else { return true };
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return true;
+        };
         let now = Instant::now();
-        let (tokens, last) = buckets.entry(key.to_string()).or_insert((self.per_second, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.per_second);
+        let (tokens, last) = buckets
+            .entry(key.to_string())
+            .or_insert((self.per_second, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
+            .min(self.per_second);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -43,41 +51,18 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit { inner, layer: self.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    layer: RateLimitLayer,
-}
-
-impl<S, B, RB> Service<http::Request<B>> for RateLimit<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    RB: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let key = req.extensions().get::<Principal>().and_then(Principal::limit_key);
-        if let Some(key) = key
-            && !self.layer.admit(key)
+impl Check for RateLimitLayer {
+    fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        match req
+            .extensions()
+            .get::<Principal>()
+            .and_then(Principal::limit_key)
         {
-            let s = Status::resource_exhausted("rate limit for this credential exceeded");
-            return Either::Left(ready(Ok(s.into_http())));
+            Some(key) if !self.admit(key) => Err(Status::resource_exhausted(
+                "rate limit for this credential exceeded",
+            )),
+            _ => Ok(()),
         }
-        Either::Right(self.inner.call(req))
     }
 }
 
@@ -118,7 +103,9 @@ where
             let mut resp = fut.await?;
             let h = resp.headers_mut();
             let oversize = h.get("grpc-status").is_some_and(|v| v == "11")
-                && h.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+                && h.get("grpc-message")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
             if oversize {
                 h.insert("grpc-status", http::HeaderValue::from_static("8"));
             }

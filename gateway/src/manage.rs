@@ -4,7 +4,9 @@
 
 use crate::auth::{authorize_admin, authorize_token_issue, principal};
 use crate::secrets;
-use crate::store::{AuthMode, DeploymentRecord, EndpointRecord, KeyRecord, Mirror, Store, StoreError};
+use crate::store::{
+    AuthMode, DeploymentRecord, EndpointRecord, KeyRecord, Mirror, Store, StoreError,
+};
 use proto::switchboard::v1 as pb;
 use proto::switchboard::v1::management_server::Management;
 use router::Router;
@@ -36,7 +38,8 @@ fn auth_mode(m: i32) -> Result<AuthMode, Status> {
 fn valid_name(kind: &str, n: &str) -> Result<(), Status> {
     let ok = !n.is_empty()
         && n.len() <= 63
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
@@ -49,7 +52,10 @@ fn valid_name(kind: &str, n: &str) -> Result<(), Status> {
 
 fn new_key_record() -> (String, KeyRecord) {
     let key = secrets::new_key();
-    let rec = KeyRecord { hash: secrets::hash(&key), created_unix: secrets::now_unix() };
+    let rec = KeyRecord {
+        hash: secrets::hash(&key),
+        created_unix: secrets::now_unix(),
+    };
     (key, rec)
 }
 
@@ -73,7 +79,11 @@ impl ManagementService {
             name: e.name.clone(),
             auth_mode: mode as i32,
             traffic: e.traffic.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            mirror_deployment: e.mirror.as_ref().map(|m| m.deployment.clone()).unwrap_or_default(),
+            mirror_deployment: e
+                .mirror
+                .as_ref()
+                .map(|m| m.deployment.clone())
+                .unwrap_or_default(),
             mirror_percent: e.mirror.as_ref().map_or(0, |m| m.percent),
             description: e.description.clone(),
             deployments: e
@@ -115,7 +125,10 @@ impl ManagementService {
 
 #[tonic::async_trait]
 impl Management for ManagementService {
-    async fn create_endpoint(&self, r: Request<pb::CreateEndpointRequest>) -> Result<Response<pb::CreateEndpointResponse>, Status> {
+    async fn create_endpoint(
+        &self,
+        r: Request<pb::CreateEndpointRequest>,
+    ) -> Result<Response<pb::CreateEndpointResponse>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
         valid_name("endpoint", &r.name)?;
@@ -139,7 +152,10 @@ impl Management for ManagementService {
         }))
     }
 
-    async fn update_endpoint(&self, r: Request<pb::UpdateEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
+    async fn update_endpoint(
+        &self,
+        r: Request<pb::UpdateEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
         let mode = r.auth_mode.map(auth_mode).transpose()?;
@@ -159,30 +175,48 @@ impl Management for ManagementService {
         Ok(self.done(&rec))
     }
 
-    async fn get_endpoint(&self, r: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
+    async fn get_endpoint(
+        &self,
+        r: Request<pb::GetEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         Ok(Response::new(self.to_pb(&self.get(&r.into_inner().name)?)))
     }
 
-    async fn list_endpoints(&self, r: Request<pb::ListEndpointsRequest>) -> Result<Response<pb::ListEndpointsResponse>, Status> {
+    async fn list_endpoints(
+        &self,
+        r: Request<pb::ListEndpointsRequest>,
+    ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
         authorize_admin(&principal(&r))?;
         let snap = self.store.snapshot();
-        let mut endpoints: Vec<pb::Endpoint> = snap.endpoints.values().map(|e| self.to_pb(e)).collect();
+        let mut endpoints: Vec<pb::Endpoint> =
+            snap.endpoints.values().map(|e| self.to_pb(e)).collect();
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListEndpointsResponse { endpoints }))
     }
 
-    async fn delete_endpoint(&self, r: Request<pb::DeleteEndpointRequest>) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
+    async fn delete_endpoint(
+        &self,
+        r: Request<pb::DeleteEndpointRequest>,
+    ) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
         authorize_admin(&principal(&r))?;
-        self.store.delete(&r.into_inner().name).await.map_err(status)?;
+        self.store
+            .delete(&r.into_inner().name)
+            .await
+            .map_err(status)?;
         crate::server::apply_routes(&self.store.snapshot(), &self.router);
         Ok(Response::new(pb::DeleteEndpointResponse {}))
     }
 
-    async fn create_deployment(&self, r: Request<pb::CreateDeploymentRequest>) -> Result<Response<pb::Endpoint>, Status> {
+    async fn create_deployment(
+        &self,
+        r: Request<pb::CreateDeploymentRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
-        let d = r.deployment.ok_or_else(|| Status::invalid_argument("deployment is required"))?;
+        let d = r
+            .deployment
+            .ok_or_else(|| Status::invalid_argument("deployment is required"))?;
         valid_name("deployment", &d.name)?;
         let record = DeploymentRecord {
             model_uri: d.model_uri,
@@ -196,12 +230,16 @@ impl Management for ManagementService {
             .store
             .update(&r.endpoint, |e| {
                 if e.deployments.contains_key(&d.name) {
-                    return Err(StoreError::Invalid(format!("deployment '{}' already exists", d.name)));
+                    return Err(StoreError::Invalid(format!(
+                        "deployment '{}' already exists",
+                        d.name
+                    )));
                 }
                 e.deployments.insert(d.name.clone(), record.clone());
                 // The first deployment takes all traffic; later ones start at 0.
                 let first = e.traffic.is_empty();
-                e.traffic.insert(d.name.clone(), if first { 100 } else { 0 });
+                e.traffic
+                    .insert(d.name.clone(), if first { 100 } else { 0 });
                 Ok(())
             })
             .await
@@ -209,14 +247,20 @@ impl Management for ManagementService {
         Ok(self.done(&rec))
     }
 
-    async fn delete_deployment(&self, r: Request<pb::DeleteDeploymentRequest>) -> Result<Response<pb::Endpoint>, Status> {
+    async fn delete_deployment(
+        &self,
+        r: Request<pb::DeleteDeploymentRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
         let (rec, ()) = self
             .store
             .update(&r.endpoint, |e| {
                 if !e.deployments.contains_key(&r.deployment) {
-                    return Err(StoreError::Invalid(format!("no deployment '{}'", r.deployment)));
+                    return Err(StoreError::Invalid(format!(
+                        "no deployment '{}'",
+                        r.deployment
+                    )));
                 }
                 if e.traffic.get(&r.deployment).copied().unwrap_or(0) > 0 {
                     return Err(StoreError::Invalid(format!(
@@ -226,7 +270,10 @@ impl Management for ManagementService {
                 }
                 e.deployments.remove(&r.deployment);
                 e.traffic.remove(&r.deployment);
-                if e.mirror.as_ref().is_some_and(|m| m.deployment == r.deployment) {
+                if e.mirror
+                    .as_ref()
+                    .is_some_and(|m| m.deployment == r.deployment)
+                {
                     e.mirror = None;
                 }
                 Ok(())
@@ -236,16 +283,24 @@ impl Management for ManagementService {
         Ok(self.done(&rec))
     }
 
-    async fn set_traffic(&self, r: Request<pb::SetTrafficRequest>) -> Result<Response<pb::Endpoint>, Status> {
+    async fn set_traffic(
+        &self,
+        r: Request<pb::SetTrafficRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
         let (rec, ()) = self
             .store
             .update(&r.endpoint, |e| {
                 let names: Vec<&str> = e.deployments.keys().map(String::as_str).collect();
-                router::weights::validate(r.traffic.iter(), &names).map_err(|x| StoreError::Invalid(x.to_string()))?;
+                router::weights::validate(r.traffic.iter(), &names)
+                    .map_err(|x| StoreError::Invalid(x.to_string()))?;
                 // Deployments left out of the request get 0.
-                e.traffic = e.deployments.keys().map(|d| (d.clone(), r.traffic.get(d).copied().unwrap_or(0))).collect();
+                e.traffic = e
+                    .deployments
+                    .keys()
+                    .map(|d| (d.clone(), r.traffic.get(d).copied().unwrap_or(0)))
+                    .collect();
                 Ok(())
             })
             .await
@@ -253,7 +308,10 @@ impl Management for ManagementService {
         Ok(self.done(&rec))
     }
 
-    async fn set_mirror(&self, r: Request<pb::SetMirrorRequest>) -> Result<Response<pb::Endpoint>, Status> {
+    async fn set_mirror(
+        &self,
+        r: Request<pb::SetMirrorRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
         if r.percent > 100 {
@@ -267,9 +325,15 @@ impl Management for ManagementService {
                     return Ok(());
                 }
                 if !e.deployments.contains_key(&r.deployment) {
-                    return Err(StoreError::Invalid(format!("no deployment '{}' to mirror to", r.deployment)));
+                    return Err(StoreError::Invalid(format!(
+                        "no deployment '{}' to mirror to",
+                        r.deployment
+                    )));
                 }
-                e.mirror = Some(Mirror { deployment: r.deployment.clone(), percent: r.percent });
+                e.mirror = Some(Mirror {
+                    deployment: r.deployment.clone(),
+                    percent: r.percent,
+                });
                 Ok(())
             })
             .await
@@ -277,24 +341,45 @@ impl Management for ManagementService {
         Ok(self.done(&rec))
     }
 
-    async fn get_keys(&self, r: Request<pb::GetKeysRequest>) -> Result<Response<pb::KeysInfo>, Status> {
+    async fn get_keys(
+        &self,
+        r: Request<pb::GetKeysRequest>,
+    ) -> Result<Response<pb::KeysInfo>, Status> {
         authorize_admin(&principal(&r))?;
         let e = self.get(&r.into_inner().endpoint)?;
         let keys = e
             .keys
             .iter()
             .enumerate()
-            .map(|(slot, k)| pb::KeyInfo { slot: slot as i32, fingerprint: secrets::fingerprint(&k.hash), created_unix: k.created_unix })
+            .map(|(slot, k)| pb::KeyInfo {
+                slot: slot as i32,
+                fingerprint: secrets::fingerprint(&k.hash),
+                created_unix: k.created_unix,
+            })
             .collect();
-        Ok(Response::new(pb::KeysInfo { endpoint: e.name, keys }))
+        Ok(Response::new(pb::KeysInfo {
+            endpoint: e.name,
+            keys,
+        }))
     }
 
-    async fn regenerate_key(&self, r: Request<pb::RegenerateKeyRequest>) -> Result<Response<pb::RegenerateKeyResponse>, Status> {
+    async fn regenerate_key(
+        &self,
+        r: Request<pb::RegenerateKeyRequest>,
+    ) -> Result<Response<pb::RegenerateKeyResponse>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
-        let slot = usize::from(pb::KeySlot::try_from(r.slot).map_err(|_| Status::invalid_argument("unknown key slot"))? == pb::KeySlot::Secondary);
+        let slot = usize::from(
+            pb::KeySlot::try_from(r.slot)
+                .map_err(|_| Status::invalid_argument("unknown key slot"))?
+                == pb::KeySlot::Secondary,
+        );
         let (key, rec) = new_key_record();
-        let info = pb::KeyInfo { slot: slot as i32, fingerprint: secrets::fingerprint(&rec.hash), created_unix: rec.created_unix };
+        let info = pb::KeyInfo {
+            slot: slot as i32,
+            fingerprint: secrets::fingerprint(&rec.hash),
+            created_unix: rec.created_unix,
+        };
         self.store
             .update(&r.endpoint, |e| {
                 e.keys[slot] = rec.clone();
@@ -302,10 +387,16 @@ impl Management for ManagementService {
             })
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::RegenerateKeyResponse { key, info: Some(info) }))
+        Ok(Response::new(pb::RegenerateKeyResponse {
+            key,
+            info: Some(info),
+        }))
     }
 
-    async fn get_token(&self, r: Request<pb::GetTokenRequest>) -> Result<Response<pb::GetTokenResponse>, Status> {
+    async fn get_token(
+        &self,
+        r: Request<pb::GetTokenRequest>,
+    ) -> Result<Response<pb::GetTokenResponse>, Status> {
         let p = principal(&r);
         let r = r.into_inner();
         authorize_token_issue(&p, &r.endpoint)?;
@@ -315,7 +406,14 @@ impl Management for ManagementService {
             t => t.min(MAX_TOKEN_TTL),
         };
         let expires_unix = secrets::now_unix() + ttl as i64;
-        let token = secrets::sign_token(&self.store.snapshot().token_secret, &r.endpoint, expires_unix);
-        Ok(Response::new(pb::GetTokenResponse { token, expires_unix }))
+        let token = secrets::sign_token(
+            &self.store.snapshot().token_secret,
+            &r.endpoint,
+            expires_unix,
+        );
+        Ok(Response::new(pb::GetTokenResponse {
+            token,
+            expires_unix,
+        }))
     }
 }

@@ -77,13 +77,20 @@ pub async fn serve(
 ) -> Result<(), GatewayError> {
     let conn = router::registry::connect(&config.redis_url).await?;
     let store = Arc::new(Store::open(conn.clone()).await?);
-    let router = Arc::new(Router::new(RouterConfig { max_message: config.max_message }));
+    let router = Arc::new(Router::new(RouterConfig {
+        max_message: config.max_message,
+    }));
     apply_routes(&store.snapshot(), &router);
     let mut registry = conn.clone();
     if let Ok(workers) = router::registry::discover(&mut registry).await {
         router.set_workers(&workers);
     }
-    let background = tokio::spawn(keep_in_sync(store.clone(), router.clone(), registry, config.refresh));
+    let background = tokio::spawn(keep_in_sync(
+        store.clone(),
+        router.clone(),
+        registry,
+        config.refresh,
+    ));
 
     let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(store.clone(), router.clone()))
         .max_decoding_message_size(config.max_message)
@@ -107,7 +114,12 @@ pub async fn serve(
 
 /// Follows the control plane and the worker registry. Errors are logged and
 /// the last good view kept, so the gateway serves on while Redis is away.
-async fn keep_in_sync(store: Arc<Store>, router: Arc<Router>, mut registry: redis::aio::ConnectionManager, every: Duration) {
+async fn keep_in_sync(
+    store: Arc<Store>,
+    router: Arc<Router>,
+    mut registry: redis::aio::ConnectionManager,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redis_ok = true;

@@ -103,7 +103,12 @@ impl Snapshot {
             }
         }
         let endpoints = endpoints.into_iter().map(|e| (e.name.clone(), e)).collect();
-        Snapshot { version, endpoints, keys, token_secret }
+        Snapshot {
+            version,
+            endpoints,
+            keys,
+            token_secret,
+        }
     }
 }
 
@@ -118,7 +123,11 @@ pub struct Store {
 impl Store {
     /// Loads the state once; fails if Redis cannot be reached at start.
     pub async fn open(conn: ConnectionManager) -> Result<Self, StoreError> {
-        let store = Store { conn, snapshot: RwLock::new(Arc::new(Snapshot::default())), updating: Default::default() };
+        let store = Store {
+            conn,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            updating: Default::default(),
+        };
         store.reload().await?;
         Ok(store)
     }
@@ -144,16 +153,23 @@ impl Store {
         // The secret that signs tokens is made once, by whichever gateway
         // comes first.
         let _: bool = conn.set_nx(TOKEN_SECRET, secrets::new_secret()).await?;
-        let (version, names, secret): (Option<i64>, Vec<String>, String) =
-            redis::pipe().get(VERSION).smembers(ENDPOINTS).get(TOKEN_SECRET).query_async(&mut conn).await?;
+        let (version, names, secret): (Option<i64>, Vec<String>, String) = redis::pipe()
+            .get(VERSION)
+            .smembers(ENDPOINTS)
+            .get(TOKEN_SECRET)
+            .query_async(&mut conn)
+            .await?;
         let mut endpoints = Vec::with_capacity(names.len());
         if !names.is_empty() {
             let keys: Vec<String> = names.iter().map(|n| key(n)).collect();
-            let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            let values: Vec<Option<String>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
             for (name, v) in names.iter().zip(values) {
                 match v.map(|v| serde_json::from_str::<EndpointRecord>(&v)) {
                     Some(Ok(e)) => endpoints.push(e),
-                    Some(Err(e)) => warn!(endpoint = %name, error = %e, "unreadable endpoint record skipped"),
+                    Some(Err(e)) => {
+                        warn!(endpoint = %name, error = %e, "unreadable endpoint record skipped")
+                    }
                     None => {}
                 }
             }
@@ -167,12 +183,19 @@ impl Store {
 
     pub async fn create(&self, record: EndpointRecord) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let json = serde_json::to_string(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let json =
+            serde_json::to_string(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let created: bool = conn.set_nx(key(&record.name), json).await?;
         if !created {
             return Err(StoreError::Exists(record.name));
         }
-        let _: () = redis::pipe().sadd(ENDPOINTS, &record.name).ignore().incr(VERSION, 1).ignore().query_async(&mut conn).await?;
+        let _: () = redis::pipe()
+            .sadd(ENDPOINTS, &record.name)
+            .ignore()
+            .incr(VERSION, 1)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         self.reload().await
     }
 
@@ -202,9 +225,14 @@ impl Store {
         let _one_at_a_time = self.updating.lock().await;
         let mut conn = self.conn.clone();
         for _ in 0..8 {
-            let _: () = redis::cmd("WATCH").arg(key(name)).query_async(&mut conn).await?;
+            let _: () = redis::cmd("WATCH")
+                .arg(key(name))
+                .query_async(&mut conn)
+                .await?;
             let current: Option<String> = conn.get(key(name)).await?;
-            let Some(mut record) = current.and_then(|j| serde_json::from_str::<EndpointRecord>(&j).ok()) else {
+            let Some(mut record) =
+                current.and_then(|j| serde_json::from_str::<EndpointRecord>(&j).ok())
+            else {
                 let _: () = redis::cmd("UNWATCH").query_async(&mut conn).await?;
                 return Err(StoreError::NotFound(name.to_string()));
             };
@@ -215,7 +243,8 @@ impl Store {
                     return Err(e);
                 }
             };
-            let json = serde_json::to_string(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let json =
+                serde_json::to_string(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
             // EXEC answers nil when the watched key changed meanwhile.
             let done: Option<(String, i64)> = redis::pipe()
                 .atomic()

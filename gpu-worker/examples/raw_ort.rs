@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let model = args.get(1).ok_or("usage: raw_ort MODEL BATCH INSTANCES SECONDS")?;
+    let model = args
+        .get(1)
+        .ok_or("usage: raw_ort MODEL BATCH INSTANCES SECONDS")?;
     let batch: i64 = args.get(2).map_or(Ok(1), |s| s.parse())?;
     let instances: usize = args.get(3).map_or(Ok(1), |s| s.parse())?;
     let seconds: f64 = args.get(4).map_or(Ok(5.0), |s| s.parse())?;
@@ -28,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut threads = Vec::new();
     for _ in 0..instances {
         let mut backend = factory.create()?;
-        let (input, rows, measuring, stop) = (input.clone(), rows.clone(), measuring.clone(), stop.clone());
+        let (input, rows, measuring, stop) =
+            (input.clone(), rows.clone(), measuring.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 backend.run(vec![input.clone()]).expect("run");

@@ -29,7 +29,8 @@ pub fn models_dir() -> PathBuf {
 impl Fixture {
     pub fn load(name: &str) -> Result<Fixture, String> {
         let path = models_dir().join(format!("{name}.expected.json"));
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -39,7 +40,10 @@ impl Fixture {
 
     /// Rows `from..to` of every input, as engine tensors.
     pub fn input_rows(&self, from: usize, to: usize) -> Vec<(String, Tensor)> {
-        self.inputs.iter().map(|(n, t)| (n.clone(), t.rows(from, to))).collect()
+        self.inputs
+            .iter()
+            .map(|(n, t)| (n.clone(), t.rows(from, to)))
+            .collect()
     }
 }
 
@@ -55,16 +59,33 @@ impl FixtureTensor {
         shape[0] = (to - from) as i64;
         let dtype = DataType::from_v2_name(&self.datatype).unwrap_or(DataType::Fp32);
         let data: Vec<u8> = match dtype {
-            DataType::Int64 => values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+            DataType::Int64 => values
+                .iter()
+                .flat_map(|&v| (v as i64).to_le_bytes())
+                .collect(),
             DataType::Fp64 => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
-            _ => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+            _ => values
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect(),
         };
-        Tensor { dtype, shape, data: data.into() }
+        Tensor {
+            dtype,
+            shape,
+            data: data.into(),
+        }
     }
 }
 
 /// Compares an output tensor with the expected rows, within `tol`.
-pub fn assert_close(name: &str, got: &Tensor, want: &FixtureTensor, from: usize, to: usize, tol: f64) {
+pub fn assert_close(
+    name: &str,
+    got: &Tensor,
+    want: &FixtureTensor,
+    from: usize,
+    to: usize,
+    tol: f64,
+) {
     let expected = want.rows(from, to);
     assert_eq!(got.shape, expected.shape, "output {name}: shape");
     assert_eq!(got.dtype, expected.dtype, "output {name}: dtype");
@@ -75,10 +96,17 @@ pub fn assert_close(name: &str, got: &Tensor, want: &FixtureTensor, from: usize,
         ),
         _ => (
             got.to_vec::<f32>().iter().map(|&v| f64::from(v)).collect(),
-            expected.to_vec::<f32>().iter().map(|&v| f64::from(v)).collect(),
+            expected
+                .to_vec::<f32>()
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect(),
         ),
     };
     for (i, (a, b)) in g.iter().zip(&e).enumerate() {
-        assert!((a - b).abs() <= tol, "output {name}[{i}]: got {a}, expected {b}");
+        assert!(
+            (a - b).abs() <= tol,
+            "output {name}[{i}]: got {a}, expected {b}"
+        );
     }
 }

@@ -2,6 +2,6 @@
 //! drives it, and the gRPC server that exposes it.
 
 pub mod engine;
-pub mod scheduler;
 pub mod fixtures;
+pub mod scheduler;
 pub mod server;

@@ -13,7 +13,11 @@ fn start(fixture: &Fixture, config: SchedulerConfig) -> Scheduler {
 }
 
 fn req(inputs: Vec<(String, Tensor)>) -> Request {
-    Request { inputs, deadline: None, priority: 0 }
+    Request {
+        inputs,
+        deadline: None,
+        priority: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +42,10 @@ async fn predictions_match_onnx_runtime_reference() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_are_batched_and_split_back() {
     let f = Fixture::load("digits_mlp").unwrap();
-    let cfg = SchedulerConfig { max_queue_delay: Duration::from_millis(20), ..Default::default() };
+    let cfg = SchedulerConfig {
+        max_queue_delay: Duration::from_millis(20),
+        ..Default::default()
+    };
     let s = start(&f, cfg);
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -58,7 +65,11 @@ async fn concurrent_requests_are_batched_and_split_back() {
     assert!(max_batch > 1, "16 concurrent requests never shared a batch");
     let stats = s.stats();
     assert_eq!(stats.inference_count, 16);
-    assert!(stats.execution_count < 16, "executions {}", stats.execution_count);
+    assert!(
+        stats.execution_count < 16,
+        "executions {}",
+        stats.execution_count
+    );
     assert!(stats.batches.keys().any(|&b| b > 1));
 }
 
@@ -66,7 +77,11 @@ async fn concurrent_requests_are_batched_and_split_back() {
 async fn full_queue_and_passed_deadline_are_refused() {
     let f = Fixture::load("convnet").unwrap();
     // One instance, no batching, a queue of 2: 32 at once must overflow it.
-    let cfg = SchedulerConfig { max_batch_size: 1, max_queue_size: 2, ..Default::default() };
+    let cfg = SchedulerConfig {
+        max_batch_size: 1,
+        max_queue_size: 2,
+        ..Default::default()
+    };
     let s = start(&f, cfg);
     let mut tasks = Vec::new();
     for _ in 0..32 {
@@ -81,16 +96,32 @@ async fn full_queue_and_passed_deadline_are_refused() {
             exhausted += 1;
         }
     }
-    assert!(exhausted > 0, "32 requests into a queue of 2 were all accepted");
+    assert!(
+        exhausted > 0,
+        "32 requests into a queue of 2 were all accepted"
+    );
 
-    let past = Request { inputs: f.input_rows(0, 1), deadline: Some(Instant::now()), priority: 0 };
-    assert_eq!(s.infer(past).await.unwrap_err(), EngineError::DeadlineExceeded);
+    let past = Request {
+        inputs: f.input_rows(0, 1),
+        deadline: Some(Instant::now()),
+        priority: 0,
+    };
+    assert_eq!(
+        s.infer(past).await.unwrap_err(),
+        EngineError::DeadlineExceeded
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_expires_in_the_queue_never_runs() {
     let f = Fixture::load("convnet").unwrap();
-    let s = start(&f, SchedulerConfig { max_batch_size: 16, ..Default::default() });
+    let s = start(
+        &f,
+        SchedulerConfig {
+            max_batch_size: 16,
+            ..Default::default()
+        },
+    );
     // Occupy the only instance with 16 convnet rows (several ms), then queue a
     // request whose deadline passes before the instance is free.
     let busy = {
@@ -108,7 +139,10 @@ async fn a_request_that_expires_in_the_queue_never_runs() {
         deadline: Some(Instant::now() + Duration::from_micros(300)),
         priority: 0,
     };
-    assert_eq!(s.infer(short).await.unwrap_err(), EngineError::DeadlineExceeded);
+    assert_eq!(
+        s.infer(short).await.unwrap_err(),
+        EngineError::DeadlineExceeded
+    );
     busy.await.unwrap().unwrap();
     assert_eq!(s.stats().inference_count, 16, "the expired request ran");
 }
@@ -130,14 +164,25 @@ async fn priority_one_is_served_before_waiting_lower_priority() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let f = Fixture::load("convnet").unwrap();
     // One request per batch, so the order of batches is the order served.
-    let cfg = SchedulerConfig { max_batch_size: 1, priority_levels: 2, default_priority: 2, ..Default::default() };
+    let cfg = SchedulerConfig {
+        max_batch_size: 1,
+        priority_levels: 2,
+        default_priority: 2,
+        ..Default::default()
+    };
     let s = start(&f, cfg);
     let done_low = Arc::new(AtomicUsize::new(0));
     let mut lows = Vec::new();
     for _ in 0..20 {
         let (s, done, inputs) = (s.clone(), done_low.clone(), f.input_rows(0, 1));
         lows.push(tokio::spawn(async move {
-            s.infer(Request { inputs, deadline: None, priority: 2 }).await.unwrap();
+            s.infer(Request {
+                inputs,
+                deadline: None,
+                priority: 2,
+            })
+            .await
+            .unwrap();
             done.fetch_add(1, Ordering::SeqCst);
         }));
     }
@@ -149,7 +194,13 @@ async fn priority_one_is_served_before_waiting_lower_priority() {
     // Every low request already handed to the instance may finish first;
     // none still waiting may.
     let dispatched_before = s.dispatched();
-    s.infer(Request { inputs: f.input_rows(0, 1), deadline: None, priority: 1 }).await.unwrap();
+    s.infer(Request {
+        inputs: f.input_rows(0, 1),
+        deadline: None,
+        priority: 1,
+    })
+    .await
+    .unwrap();
     let low_done_first = done_low.load(Ordering::SeqCst);
     assert!(
         low_done_first <= dispatched_before + 1,

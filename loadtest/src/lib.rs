@@ -65,9 +65,22 @@ pub struct Report {
 }
 
 /// Executions so far per batch size, if the server keeps statistics.
-async fn batch_counts(client: &mut GrpcInferenceServiceClient<Channel>, model: &str, auth: &Option<AsciiMetadataValue>) -> BTreeMap<u64, u64> {
-    let req = with_headers(ModelStatisticsRequest { name: model.to_string(), version: String::new() }, auth, &None);
-    let Ok(resp) = client.model_statistics(req).await else { return BTreeMap::new() };
+async fn batch_counts(
+    client: &mut GrpcInferenceServiceClient<Channel>,
+    model: &str,
+    auth: &Option<AsciiMetadataValue>,
+) -> BTreeMap<u64, u64> {
+    let req = with_headers(
+        ModelStatisticsRequest {
+            name: model.to_string(),
+            version: String::new(),
+        },
+        auth,
+        &None,
+    );
+    let Ok(resp) = client.model_statistics(req).await else {
+        return BTreeMap::new();
+    };
     let mut out = BTreeMap::new();
     for m in resp.into_inner().model_stats {
         for b in m.batch_stats {
@@ -93,11 +106,23 @@ fn cpu_of(pids: &[u32]) -> Option<u64> {
 }
 
 async fn channel(url: &str) -> Result<Channel> {
-    let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
-    Ok(Endpoint::from_shared(url.clone())?.tcp_nodelay(true).connect().await.with_context(|| format!("connecting to {url}"))?)
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    Endpoint::from_shared(url.clone())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))
 }
 
-fn with_headers<T>(msg: T, auth: &Option<AsciiMetadataValue>, pin: &Option<AsciiMetadataValue>) -> tonic::Request<T> {
+fn with_headers<T>(
+    msg: T,
+    auth: &Option<AsciiMetadataValue>,
+    pin: &Option<AsciiMetadataValue>,
+) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Some(a) = auth {
         r.metadata_mut().insert("authorization", a.clone());
@@ -109,31 +134,68 @@ fn with_headers<T>(msg: T, auth: &Option<AsciiMetadataValue>, pin: &Option<Ascii
 }
 
 /// A request of random FP32 data shaped from the model's metadata.
-pub async fn build_request(client: &mut GrpcInferenceServiceClient<Channel>, cfg: &LoadConfig, auth: &Option<AsciiMetadataValue>) -> Result<ModelInferRequest> {
+pub async fn build_request(
+    client: &mut GrpcInferenceServiceClient<Channel>,
+    cfg: &LoadConfig,
+    auth: &Option<AsciiMetadataValue>,
+) -> Result<ModelInferRequest> {
     let meta = client
-        .model_metadata(with_headers(ModelMetadataRequest { name: cfg.model.clone(), version: String::new() }, auth, &None))
+        .model_metadata(with_headers(
+            ModelMetadataRequest {
+                name: cfg.model.clone(),
+                version: String::new(),
+            },
+            auth,
+            &None,
+        ))
         .await
         .context("ModelMetadata")?
         .into_inner();
-    let mut req = ModelInferRequest { model_name: cfg.model.clone(), ..Default::default() };
+    let mut req = ModelInferRequest {
+        model_name: cfg.model.clone(),
+        ..Default::default()
+    };
     for input in &meta.inputs {
         if input.datatype != "FP32" {
-            bail!("input {} is {}; only FP32 inputs are generated", input.name, input.datatype);
+            bail!(
+                "input {} is {}; only FP32 inputs are generated",
+                input.name,
+                input.datatype
+            );
         }
         let shape: Vec<i64> = input
             .shape
             .iter()
             .enumerate()
-            .map(|(d, &s)| if s < 0 { if d == 0 { cfg.batch as i64 } else { 1 } } else { s })
+            .map(|(d, &s)| {
+                if s < 0 {
+                    if d == 0 { cfg.batch as i64 } else { 1 }
+                } else {
+                    s
+                }
+            })
             .collect();
         let n: i64 = shape.iter().product();
-        let values: Vec<u8> = (0..n).flat_map(|_| rand::random::<f32>().to_le_bytes()).collect();
-        let mut t = InferInputTensor { name: input.name.clone(), datatype: input.datatype.clone(), shape, ..Default::default() };
+        let values: Vec<u8> = (0..n)
+            .flat_map(|_| rand::random::<f32>().to_le_bytes())
+            .collect();
+        let mut t = InferInputTensor {
+            name: input.name.clone(),
+            datatype: input.datatype.clone(),
+            shape,
+            ..Default::default()
+        };
         if cfg.raw {
             req.raw_input_contents.push(Bytes::from(values));
         } else {
-            let floats = values.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            t.contents = Some(proto::inference::InferTensorContents { fp32_contents: floats, ..Default::default() });
+            let floats = values
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            t.contents = Some(proto::inference::InferTensorContents {
+                fp32_contents: floats,
+                ..Default::default()
+            });
         }
         req.inputs.push(t);
     }
@@ -147,7 +209,12 @@ pub async fn run_closed_loop(cfg: LoadConfig) -> Result<Report> {
         .map(|t| format!("Bearer {}", t.trim()).parse::<AsciiMetadataValue>())
         .transpose()
         .context("token is not header text")?;
-    let pin = cfg.pin.as_ref().map(|p| p.parse::<AsciiMetadataValue>()).transpose().context("pin")?;
+    let pin = cfg
+        .pin
+        .as_ref()
+        .map(|p| p.parse::<AsciiMetadataValue>())
+        .transpose()
+        .context("pin")?;
     let mut channels = Vec::new();
     for _ in 0..cfg.connections.max(1) {
         channels.push(channel(&cfg.url).await?);
@@ -161,13 +228,22 @@ pub async fn run_closed_loop(cfg: LoadConfig) -> Result<Report> {
         let mut client = GrpcInferenceServiceClient::new(channels[i % channels.len()].clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        let (req, measuring, stop, auth, pin) = (req.clone(), measuring.clone(), stop.clone(), auth.clone(), pin.clone());
+        let (req, measuring, stop, auth, pin) = (
+            req.clone(),
+            measuring.clone(),
+            stop.clone(),
+            auth.clone(),
+            pin.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                let result = client.model_infer(with_headers((*req).clone(), &auth, &pin)).await;
+                let result = client
+                    .model_infer(with_headers((*req).clone(), &auth, &pin))
+                    .await;
                 if !measuring.load(Ordering::Relaxed) {
                     continue;
                 }
@@ -215,7 +291,11 @@ pub async fn run_closed_loop(cfg: LoadConfig) -> Result<Report> {
         (Some(a), Some(b)) if requests > 0 => Some(b.saturating_sub(a) as f64 / requests as f64),
         _ => None,
     };
-    let server_cpu_us_per_request = if cfg.server_pids.is_empty() { None } else { per_request(server0, server1) };
+    let server_cpu_us_per_request = if cfg.server_pids.is_empty() {
+        None
+    } else {
+        per_request(server0, server1)
+    };
     let client_cpu_us_per_request = per_request(client0, client1);
     Ok(Report {
         model: cfg.model.clone(),

@@ -10,6 +10,7 @@ pub mod inference {
 }
 
 pub mod stats;
+pub mod stream;
 
 pub mod switchboard {
     #[allow(clippy::all, clippy::pedantic)]
@@ -21,7 +22,9 @@ pub mod switchboard {
 /// A listener's connections for a tonic server, with TCP_NODELAY: the
 /// builder's `tcp_nodelay` does not apply to a listener passed in, and
 /// without it answers over ~1 KiB wait ~40 ms for delayed ACKs.
-pub fn incoming_nodelay(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+pub fn incoming_nodelay(
+    listener: tokio::net::TcpListener,
+) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 

@@ -8,12 +8,14 @@
 /// The version reported for an endpoint's summed statistics.
 pub const SUMMED_VERSION: &str = "1";
 
-
 use crate::inference::{InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration};
 
 fn add(a: Option<StatisticDuration>, b: Option<StatisticDuration>) -> Option<StatisticDuration> {
     match (a, b) {
-        (Some(a), Some(b)) => Some(StatisticDuration { count: a.count + b.count, ns: a.ns + b.ns }),
+        (Some(a), Some(b)) => Some(StatisticDuration {
+            count: a.count + b.count,
+            ns: a.ns + b.ns,
+        }),
         (a, b) => a.or(b),
     }
 }
@@ -36,7 +38,11 @@ pub fn merge(mut a: ModelStatistics, b: ModelStatistics) -> ModelStatistics {
         (x, y) => x.or(y),
     };
     for bs in b.batch_stats {
-        match a.batch_stats.iter_mut().find(|x| x.batch_size == bs.batch_size) {
+        match a
+            .batch_stats
+            .iter_mut()
+            .find(|x| x.batch_size == bs.batch_size)
+        {
             Some(x) => {
                 *x = InferBatchStatistics {
                     batch_size: x.batch_size,

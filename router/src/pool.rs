@@ -21,7 +21,11 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(id: String, address: String, max_message: usize) -> Result<Self, tonic::transport::Error> {
+    pub fn new(
+        id: String,
+        address: String,
+        max_message: usize,
+    ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(format!("http://{address}"))?
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(2))

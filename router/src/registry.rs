@@ -42,7 +42,11 @@ pub struct Registration {
 }
 
 impl Registration {
-    pub async fn register(mut conn: ConnectionManager, record: WorkerRecord, ttl: Duration) -> redis::RedisResult<Self> {
+    pub async fn register(
+        mut conn: ConnectionManager,
+        record: WorkerRecord,
+        ttl: Duration,
+    ) -> redis::RedisResult<Self> {
         let json = serde_json::to_string(&record).unwrap_or_default();
         write(&mut conn, &record.id, &json, ttl).await?;
         let id = record.id.clone();
@@ -56,7 +60,11 @@ impl Registration {
                 }
             }
         });
-        Ok(Registration { conn, id, heartbeat })
+        Ok(Registration {
+            conn,
+            id,
+            heartbeat,
+        })
     }
 
     pub async fn deregister(mut self) -> redis::RedisResult<()> {
@@ -73,7 +81,12 @@ impl Drop for Registration {
     }
 }
 
-async fn write(conn: &mut ConnectionManager, id: &str, json: &str, ttl: Duration) -> redis::RedisResult<()> {
+async fn write(
+    conn: &mut ConnectionManager,
+    id: &str,
+    json: &str,
+    ttl: Duration,
+) -> redis::RedisResult<()> {
     redis::pipe()
         .sadd(SET, id)
         .ignore()

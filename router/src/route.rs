@@ -19,7 +19,9 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { max_message: 64 << 20 }
+        RouterConfig {
+            max_message: 64 << 20,
+        }
     }
 }
 
@@ -50,7 +52,10 @@ fn never_reached(s: &Status) -> bool {
 
 impl Router {
     pub fn new(config: RouterConfig) -> Self {
-        Router { config, ..Default::default() }
+        Router {
+            config,
+            ..Default::default()
+        }
     }
 
     /// Replaces the routing table. Requests in flight keep the route they
@@ -80,19 +85,25 @@ impl Router {
             let key = format!("{}@{}", w.id, w.address);
             let replica = match existing.get(&key) {
                 Some(r) => r.clone(),
-                None => match Replica::new(w.id.clone(), w.address.clone(), self.config.max_message) {
-                    Ok(r) => Arc::new(r),
-                    Err(e) => {
-                        warn!(worker = %w.id, address = %w.address, error = %e, "bad worker address");
-                        continue;
+                None => {
+                    match Replica::new(w.id.clone(), w.address.clone(), self.config.max_message) {
+                        Ok(r) => Arc::new(r),
+                        Err(e) => {
+                            warn!(worker = %w.id, address = %w.address, error = %e, "bad worker address");
+                            continue;
+                        }
                     }
-                },
+                }
             };
             for d in &w.deployments {
-                next.entry((d.endpoint.clone(), d.deployment.clone())).or_default().push(replica.clone());
+                next.entry((d.endpoint.clone(), d.deployment.clone()))
+                    .or_default()
+                    .push(replica.clone());
             }
         }
-        let Ok(mut pools) = self.pools.write() else { return };
+        let Ok(mut pools) = self.pools.write() else {
+            return;
+        };
         pools.retain(|k, _| next.contains_key(k));
         for (k, replicas) in next {
             pools.entry(k).or_default().set(replicas);
@@ -101,7 +112,9 @@ impl Router {
 
     pub fn pool(&self, endpoint: &str, deployment: &str) -> Option<Arc<Pool>> {
         let pools = self.pools.read().ok()?;
-        pools.get(&(endpoint.to_string(), deployment.to_string())).cloned()
+        pools
+            .get(&(endpoint.to_string(), deployment.to_string()))
+            .cloned()
     }
 
     fn route(&self, endpoint: &str) -> Result<Arc<EndpointRoute>, Status> {
@@ -117,9 +130,13 @@ impl Router {
         let route = self.route(endpoint)?;
         match pinned {
             Some(p) if route.deployments.iter().any(|d| d == p) => Ok(p.to_string()),
-            Some(p) => Err(Status::not_found(format!("endpoint '{endpoint}' has no deployment '{p}'"))),
+            Some(p) => Err(Status::not_found(format!(
+                "endpoint '{endpoint}' has no deployment '{p}'"
+            ))),
             None => route.weights.next().map(str::to_string).ok_or_else(|| {
-                Status::unavailable(format!("endpoint '{endpoint}' has no deployment taking traffic"))
+                Status::unavailable(format!(
+                    "endpoint '{endpoint}' has no deployment taking traffic"
+                ))
             }),
         }
     }
@@ -140,9 +157,18 @@ impl Router {
         self.forward(endpoint, &deployment, req, deadline).await
     }
 
-    fn maybe_mirror(self: &Arc<Self>, endpoint: &str, req: &ModelInferRequest, deadline: Option<Instant>) {
-        let Ok(route) = self.route(endpoint) else { return };
-        let Some((shadow, percent)) = route.mirror.clone() else { return };
+    fn maybe_mirror(
+        self: &Arc<Self>,
+        endpoint: &str,
+        req: &ModelInferRequest,
+        deadline: Option<Instant>,
+    ) {
+        let Ok(route) = self.route(endpoint) else {
+            return;
+        };
+        let Some((shadow, percent)) = route.mirror.clone() else {
+            return;
+        };
         // Every request gets a sequence number; N of each 100 are copied.
         if self.mirror_seq.fetch_add(1, Ordering::Relaxed) % 100 >= u64::from(percent) {
             return;
@@ -167,20 +193,26 @@ impl Router {
         mut req: ModelInferRequest,
         deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, Status> {
-        let pool = self
-            .pool(endpoint, deployment)
-            .ok_or_else(|| Status::unavailable(format!("no replica of deployment '{deployment}' is registered")))?;
+        let pool = self.pool(endpoint, deployment).ok_or_else(|| {
+            Status::unavailable(format!(
+                "no replica of deployment '{deployment}' is registered"
+            ))
+        })?;
         req.model_name = endpoint.to_string();
         req.model_version = deployment.to_string();
         let mut tried: Option<String> = None;
         let mut last: Option<Status> = None;
         for _attempt in 0..2 {
-            let Some(replica) = pool.pick(tried.as_deref()) else { break };
+            let Some(replica) = pool.pick(tried.as_deref()) else {
+                break;
+            };
             let mut r = tonic::Request::new(req.clone());
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Status::deadline_exceeded("deadline passed before the request was sent"));
+                    return Err(Status::deadline_exceeded(
+                        "deadline passed before the request was sent",
+                    ));
                 }
                 r.set_timeout(left);
             }
@@ -205,7 +237,10 @@ impl Router {
             }
         }
         Err(match last {
-            Some(s) => Status::unavailable(format!("no healthy replica of '{deployment}' answered: {}", s.message())),
+            Some(s) => Status::unavailable(format!(
+                "no healthy replica of '{deployment}' answered: {}",
+                s.message()
+            )),
             None => Status::unavailable(format!("no healthy replica of deployment '{deployment}'")),
         })
     }
@@ -215,7 +250,12 @@ impl Router {
         let replicas: Vec<Arc<Replica>> = self
             .pools
             .read()
-            .map(|p| p.values().flat_map(|pool| pool.replicas()).filter(|r| r.is_ejected()).collect())
+            .map(|p| {
+                p.values()
+                    .flat_map(|pool| pool.replicas())
+                    .filter(|r| r.is_ejected())
+                    .collect()
+            })
             .unwrap_or_default();
         for r in replicas {
             let mut req = tonic::Request::new(ServerReadyRequest {});

@@ -93,10 +93,20 @@ mod tests {
 
     #[test]
     fn validation() {
-        let m = |v: &[(&str, u32)]| v.iter().map(|(n, w)| (n.to_string(), *w)).collect::<Vec<_>>();
+        let m = |v: &[(&str, u32)]| {
+            v.iter()
+                .map(|(n, w)| (n.to_string(), *w))
+                .collect::<Vec<_>>()
+        };
         let t = m(&[("a", 50), ("b", 40)]);
-        assert_eq!(validate(t.iter().map(|(a, b)| (a, b)), &["a", "b"]), Err(WeightError::BadSum(90)));
+        assert_eq!(
+            validate(t.iter().map(|(a, b)| (a, b)), &["a", "b"]),
+            Err(WeightError::BadSum(90))
+        );
         let t = m(&[("c", 100)]);
-        assert!(matches!(validate(t.iter().map(|(a, b)| (a, b)), &["a"]), Err(WeightError::UnknownDeployment(_))));
+        assert!(matches!(
+            validate(t.iter().map(|(a, b)| (a, b)), &["a"]),
+            Err(WeightError::UnknownDeployment(_))
+        ));
     }
 }

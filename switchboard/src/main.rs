@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
-use switchboard::commands::{self, Conn, DeploymentCmd, EndpointCmd, InvokeArgs, KeysCmd, TokenCmd};
+use switchboard::commands::{
+    self, Conn, DeploymentCmd, EndpointCmd, InvokeArgs, KeysCmd, TokenCmd,
+};
 use switchboard::roles::{self, GatewayArgs, WorkerArgs};
 use switchboard::up::{self, UpArgs};
 
@@ -35,9 +37,17 @@ enum Cmd {
     #[command(subcommand)]
     Deployment(DeploymentCmd),
     /// Set weights: `switchboard traffic digits blue=90 green=10`.
-    Traffic { endpoint: String, #[arg(required = true)] weights: Vec<String> },
+    Traffic {
+        endpoint: String,
+        #[arg(required = true)]
+        weights: Vec<String>,
+    },
     /// Copy PERCENT of requests to a shadow deployment (0 turns it off).
-    Mirror { endpoint: String, deployment: String, percent: u32 },
+    Mirror {
+        endpoint: String,
+        deployment: String,
+        percent: u32,
+    },
     #[command(subcommand)]
     Keys(KeysCmd),
     #[command(subcommand)]
@@ -52,15 +62,23 @@ fn main() -> Result<()> {
     if let Some(n) = cli.threads {
         rt.worker_threads(n.max(1));
     }
-    rt.enable_all().build().context("starting the async runtime")?.block_on(run(cli))
+    rt.enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ort=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let admin_key = std::env::var("SWITCHBOARD_ADMIN_KEY").ok().filter(|k| !k.trim().is_empty());
+    let admin_key = std::env::var("SWITCHBOARD_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
     match cli.cmd {
         Cmd::Up(a) => up::up(a, admin_key).await,
         Cmd::Gateway(a) => roles::gateway(a, admin_key).await,
@@ -68,7 +86,11 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Endpoint(c) => commands::endpoint(&cli.conn, c).await,
         Cmd::Deployment(c) => commands::deployment(&cli.conn, c).await,
         Cmd::Traffic { endpoint, weights } => commands::traffic(&cli.conn, endpoint, weights).await,
-        Cmd::Mirror { endpoint, deployment, percent } => commands::mirror(&cli.conn, endpoint, deployment, percent).await,
+        Cmd::Mirror {
+            endpoint,
+            deployment,
+            percent,
+        } => commands::mirror(&cli.conn, endpoint, deployment, percent).await,
         Cmd::Keys(c) => commands::keys(&cli.conn, c).await,
         Cmd::Token(c) => commands::token(&cli.conn, c).await,
         Cmd::Invoke(a) => commands::invoke(&cli.conn, a).await,

@@ -20,7 +20,16 @@ impl RedisServer {
     pub async fn start_on(dir: &Path, port: u16) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let child = tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
             .arg("--dir")
             .arg(dir)
             .args(["--logfile", "redis.log"])
@@ -36,7 +45,10 @@ impl RedisServer {
             ),
             Err(e) => return Err(e).context("starting redis-server"),
         };
-        let server = RedisServer { child: Some(child), port };
+        let server = RedisServer {
+            child: Some(child),
+            port,
+        };
         server.wait_ready(Duration::from_secs(10)).await?;
         Ok(server)
     }
@@ -56,7 +68,10 @@ impl RedisServer {
                 }
             }
             if Instant::now() > until {
-                bail!("redis-server on port {} did not answer within {within:?}", self.port);
+                bail!(
+                    "redis-server on port {} did not answer within {within:?}",
+                    self.port
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -72,5 +87,7 @@ impl RedisServer {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -15,7 +15,11 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub listen: String,
     /// Redis holding the control plane and the worker registry.
-    #[arg(long, env = "SWITCHBOARD_REDIS", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis: String,
     /// Largest request or answer in bytes.
     #[arg(long, default_value_t = 16 << 20)]
@@ -85,7 +89,10 @@ impl SchedulerArgs {
     }
 
     pub fn ort(&self) -> OrtOptions {
-        OrtOptions { intra_threads: self.intra_threads, device: self.device }
+        OrtOptions {
+            intra_threads: self.intra_threads,
+            device: self.device,
+        }
     }
 }
 
@@ -116,7 +123,9 @@ pub struct WorkerArgs {
 
 pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()> {
     args.metrics.install()?;
-    let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let config = gateway::GatewayConfig {
         redis_url: args.redis,
         admin_key,
@@ -130,7 +139,9 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
 
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     args.metrics.install()?;
-    let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     println!("worker listening on {}", listener.local_addr()?);
     let config = WorkerConfig {
         deployments: args.deployments,

@@ -58,28 +58,44 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         None => {
             let server = RedisServer::start(&args.data_dir).await?;
             let url = server.url();
-            println!("started redis-server at {url} (data in {})", args.data_dir.display());
+            println!(
+                "started redis-server at {url} (data in {})",
+                args.data_dir.display()
+            );
             (Some(server), url)
         }
     };
     let models = models_dir(args.models.clone());
-    let spec = |d: &str, file: &str| DeploymentSpec { endpoint: "digits".into(), deployment: d.into(), model: models.join(file) };
+    let spec = |d: &str, file: &str| DeploymentSpec {
+        endpoint: "digits".into(),
+        deployment: d.into(),
+        model: models.join(file),
+    };
     let worker_config = WorkerConfig {
-        deployments: vec![spec("blue", "digits_mlp.onnx"), spec("green", "digits_logreg.onnx")],
+        deployments: vec![
+            spec("blue", "digits_mlp.onnx"),
+            spec("green", "digits_logreg.onnx"),
+        ],
         scheduler: args.scheduler.scheduler(),
         ort: args.scheduler.ort(),
         redis_url: Some(redis_url.clone()),
         ..Default::default()
     };
     let worker_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let gateway_listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let gateway_listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let gateway_addr = gateway_listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     // Load the models before announcing anything.
-    let worker = tokio::spawn(gpu_worker::server::run::serve(worker_config, worker_listener, stopped(stop_rx.clone())));
+    let worker = tokio::spawn(gpu_worker::server::run::serve(
+        worker_config,
+        worker_listener,
+        stopped(stop_rx.clone()),
+    ));
     let gateway_config = gateway::GatewayConfig {
         redis_url,
         admin_key: Some(admin_key.clone()),
@@ -87,14 +103,22 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         rate_limit: args.rate_limit,
         ..Default::default()
     };
-    let gateway = tokio::spawn(gateway::serve(gateway_config, gateway_listener, stopped(stop_rx)));
+    let gateway = tokio::spawn(gateway::serve(
+        gateway_config,
+        gateway_listener,
+        stopped(stop_rx),
+    ));
 
     let url = format!("http://{gateway_addr}");
     let key = deploy_demo(&url, &admin_key, &models).await?;
-    println!("\nswitchboard is up: gateway on {gateway_addr}, endpoint 'digits' (blue 90 / green 10)");
+    println!(
+        "\nswitchboard is up: gateway on {gateway_addr}, endpoint 'digits' (blue 90 / green 10)"
+    );
     match key {
         Some(k) => println!("endpoint key for 'digits' (shown once; stored hashed):\n  {k}"),
-        None => println!("endpoint 'digits' already existed; its keys were shown when it was made (new one: switchboard keys regenerate digits)"),
+        None => println!(
+            "endpoint 'digits' already existed; its keys were shown when it was made (new one: switchboard keys regenerate digits)"
+        ),
     }
     println!(
         "\ntry:\n  export SWITCHBOARD_URL={url} SWITCHBOARD_ADMIN_KEY={admin_key}\n  \
@@ -112,17 +136,27 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
 
 /// Creates endpoint `digits` with `blue` and `green` at 90/10 unless it
 /// exists. Returns the primary key when it was created now.
-async fn deploy_demo(url: &str, admin_key: &str, models: &std::path::Path) -> Result<Option<String>> {
+async fn deploy_demo(
+    url: &str,
+    admin_key: &str,
+    models: &std::path::Path,
+) -> Result<Option<String>> {
     let client = connect_with_retry(url, admin_key).await?;
     if client.get_endpoint("digits").await.is_ok() {
         return Ok(None);
     }
     let created = client.create_endpoint("digits", pb::AuthMode::Key).await?;
     for (name, file) in [("blue", "digits_mlp.onnx"), ("green", "digits_logreg.onnx")] {
-        let d = pb::Deployment { name: name.into(), model_uri: models.join(file).display().to_string(), ..Default::default() };
+        let d = pb::Deployment {
+            name: name.into(),
+            model_uri: models.join(file).display().to_string(),
+            ..Default::default()
+        };
         client.create_deployment("digits", d).await?;
     }
-    client.set_traffic("digits", &[("blue", 90), ("green", 10)]).await?;
+    client
+        .set_traffic("digits", &[("blue", 90), ("green", 10)])
+        .await?;
     Ok(Some(created.primary_key))
 }
 
@@ -131,7 +165,9 @@ async fn connect_with_retry(url: &str, key: &str) -> Result<Client> {
     loop {
         match Client::connect(url, Some(key)).await {
             Ok(c) => return Ok(c),
-            Err(e) if std::time::Instant::now() > until => return Err(e).context("gateway did not come up"),
+            Err(e) if std::time::Instant::now() > until => {
+                return Err(e).context("gateway did not come up");
+            }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }

@@ -8,7 +8,9 @@ use std::process::Output;
 
 fn sb(url: &str, key: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    cmd.env("SWITCHBOARD_URL", url).env_remove("SWITCHBOARD_KEY").env_remove("SWITCHBOARD_ADMIN_KEY");
+    cmd.env("SWITCHBOARD_URL", url)
+        .env_remove("SWITCHBOARD_KEY")
+        .env_remove("SWITCHBOARD_ADMIN_KEY");
     if let Some(k) = key {
         cmd.env("SWITCHBOARD_ADMIN_KEY", k);
     }
@@ -17,12 +19,19 @@ fn sb(url: &str, key: Option<&str>, args: &[&str]) -> Output {
 
 fn ok(o: Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "failed: {out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
 fn line_after<'a>(out: &'a str, prefix: &str) -> &'a str {
-    out.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim).unwrap_or_else(|| panic!("no '{prefix}' in {out}"))
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no '{prefix}' in {out}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,11 +43,27 @@ async fn client_commands_end_to_end() {
     let out = tokio::task::spawn_blocking({
         let url = url.clone();
         move || {
-            let created = ok(sb(&url, admin, &["endpoint", "create", "digits", "--auth", "key"]));
+            let created = ok(sb(
+                &url,
+                admin,
+                &["endpoint", "create", "digits", "--auth", "key"],
+            ));
             let key = line_after(&created, "primary key (shown once):").to_string();
-            ok(sb(&url, admin, &["deployment", "create", "digits", "blue", "--model", &model]));
-            ok(sb(&url, admin, &["deployment", "create", "digits", "green", "--model", &model]));
-            let t = ok(sb(&url, admin, &["traffic", "digits", "blue=90", "green=10"]));
+            ok(sb(
+                &url,
+                admin,
+                &["deployment", "create", "digits", "blue", "--model", &model],
+            ));
+            ok(sb(
+                &url,
+                admin,
+                &["deployment", "create", "digits", "green", "--model", &model],
+            ));
+            let t = ok(sb(
+                &url,
+                admin,
+                &["traffic", "digits", "blue=90", "green=10"],
+            ));
             assert!(t.contains("\"blue\": 90"), "{t}");
             // Weights must sum to 100.
             let bad = sb(&url, admin, &["traffic", "digits", "blue=50", "green=10"]);
@@ -50,8 +75,17 @@ async fn client_commands_end_to_end() {
             let show = ok(sb(&url, admin, &["endpoint", "show", "digits"]));
             assert!(show.contains("mirror_percent: 10"), "{show}");
             let keys = ok(sb(&url, admin, &["keys", "show", "digits"]));
-            assert!(keys.contains(&gateway::secrets::fingerprint(&gateway::secrets::hash(&key))), "{keys}");
-            let token = ok(sb(&url, Some(&key), &["token", "get", "digits", "--ttl", "60"]));
+            assert!(
+                keys.contains(&gateway::secrets::fingerprint(&gateway::secrets::hash(
+                    &key
+                ))),
+                "{keys}"
+            );
+            let token = ok(sb(
+                &url,
+                Some(&key),
+                &["token", "get", "digits", "--ttl", "60"],
+            ));
             assert!(token.contains("sbt_"), "{token}");
             (key, token)
         }
@@ -109,12 +143,19 @@ async fn client_commands_end_to_end() {
 fn a_missing_onnx_runtime_is_a_clear_error() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
-        .args(["worker", "--deployment", &format!("digits/blue={}", models().join("digits_mlp.onnx").display())])
+        .args([
+            "worker",
+            "--deployment",
+            &format!("digits/blue={}", models().join("digits_mlp.onnx").display()),
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so is not a file"), "{err}");
+    assert!(
+        err.contains("ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so is not a file"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -124,10 +165,19 @@ fn up_without_redis_server_says_how_to_get_one() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .env("PATH", "/nonexistent")
         .env_remove("SWITCHBOARD_REDIS")
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir", dir.0.to_str().unwrap()])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.0.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("redis-server not found") && err.contains("apt-get install redis-server"), "{err}");
+    assert!(
+        err.contains("redis-server not found") && err.contains("apt-get install redis-server"),
+        "{err}"
+    );
 }

@@ -5,17 +5,26 @@ mod common;
 use bytes::Bytes;
 use client::f32_request;
 use client::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use client::proto::inference::{InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter};
+use client::proto::inference::{
+    InferParameter, ModelInferRequest, ModelInferResponse, infer_parameter,
+};
 use client::proto::switchboard::v1 as pb;
 use common::*;
 use tonic::Code;
 
 /// One call with exactly the `authorization` header given (or none).
-async fn call(url: &str, auth: Option<&str>, req: ModelInferRequest) -> Result<ModelInferResponse, tonic::Status> {
-    let mut client = GrpcInferenceServiceClient::connect(url.to_string()).await.expect("connect");
+async fn call(
+    url: &str,
+    auth: Option<&str>,
+    req: ModelInferRequest,
+) -> Result<ModelInferResponse, tonic::Status> {
+    let mut client = GrpcInferenceServiceClient::connect(url.to_string())
+        .await
+        .expect("connect");
     let mut r = tonic::Request::new(req);
     if let Some(a) = auth {
-        r.metadata_mut().insert("authorization", a.parse().expect("header"));
+        r.metadata_mut()
+            .insert("authorization", a.parse().expect("header"));
     }
     client.model_infer(r).await.map(|r| r.into_inner())
 }
@@ -33,7 +42,11 @@ fn expect(r: Result<ModelInferResponse, tonic::Status>, code: Code, fragment: &s
         Ok(_) => panic!("expected {code:?}, got an answer"),
         Err(s) => {
             assert_eq!(s.code(), code, "status {s:?}");
-            assert!(s.message().contains(fragment), "message '{}' lacks '{fragment}'", s.message());
+            assert!(
+                s.message().contains(fragment),
+                "message '{}' lacks '{fragment}'",
+                s.message()
+            );
         }
     }
 }
@@ -42,56 +55,137 @@ fn expect(r: Result<ModelInferResponse, tonic::Status>, code: Code, fragment: &s
 async fn credentials() {
     let c = Cluster::start(Options::default()).await;
     let key = c.deploy_digits().await;
-    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"]).await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
     let admin = c.admin().await;
-    let other = admin.create_endpoint("other", pb::AuthMode::Token).await.unwrap();
+    let other = admin
+        .create_endpoint("other", pb::AuthMode::Token)
+        .await
+        .unwrap();
     let url = &c.gateway_url;
 
     // Accepted: the key, with whitespace around it ignored, and the admin key.
-    call(url, Some(&format!("Bearer   {key}  ")), digits()).await.unwrap();
-    call(url, Some(&format!("Bearer {ADMIN}")), digits()).await.unwrap();
+    call(url, Some(&format!("Bearer   {key}  ")), digits())
+        .await
+        .unwrap();
+    call(url, Some(&format!("Bearer {ADMIN}")), digits())
+        .await
+        .unwrap();
 
-    expect(call(url, None, digits()).await, Code::Unauthenticated, "needs a credential");
-    expect(call(url, Some(&format!("Basic {key}")), digits()).await, Code::Unauthenticated, "Bearer");
-    expect(call(url, Some("Bearer sbk_not-a-real-key"), digits()).await, Code::Unauthenticated, "unknown key");
+    expect(
+        call(url, None, digits()).await,
+        Code::Unauthenticated,
+        "needs a credential",
+    );
+    expect(
+        call(url, Some(&format!("Basic {key}")), digits()).await,
+        Code::Unauthenticated,
+        "Bearer",
+    );
+    expect(
+        call(url, Some("Bearer sbk_not-a-real-key"), digits()).await,
+        Code::Unauthenticated,
+        "unknown key",
+    );
     // A valid key, for another endpoint.
-    expect(call(url, Some(&format!("Bearer {}", other.primary_key)), digits()).await, Code::PermissionDenied, "for endpoint 'other'");
+    expect(
+        call(
+            url,
+            Some(&format!("Bearer {}", other.primary_key)),
+            digits(),
+        )
+        .await,
+        Code::PermissionDenied,
+        "for endpoint 'other'",
+    );
 
     // Tokens: issued for 'other' (token mode) by its own key.
     let other_client = connect(url, Some(&other.primary_key)).await;
     let token = other_client.get_token("other", 60).await.unwrap().token;
-    expect(call(url, Some(&format!("Bearer {token}")), digits()).await, Code::Unauthenticated, "takes keys, not tokens");
+    expect(
+        call(url, Some(&format!("Bearer {token}")), digits()).await,
+        Code::Unauthenticated,
+        "takes keys, not tokens",
+    );
     admin
         .management
         .clone()
-        .update_endpoint(pb::UpdateEndpointRequest { name: "digits".into(), auth_mode: Some(pb::AuthMode::Token as i32), description: None })
+        .update_endpoint(pb::UpdateEndpointRequest {
+            name: "digits".into(),
+            auth_mode: Some(pb::AuthMode::Token as i32),
+            description: None,
+        })
         .await
         .unwrap();
-    expect(call(url, Some(&format!("Bearer {token}")), digits()).await, Code::PermissionDenied, "for endpoint 'other'");
-    expect(call(url, Some(&format!("Bearer {key}")), digits()).await, Code::Unauthenticated, "takes tokens");
-    let digits_token = connect(url, Some(&key)).await.get_token("digits", 60).await.unwrap().token;
-    call(url, Some(&format!("Bearer {digits_token}")), digits()).await.unwrap();
+    expect(
+        call(url, Some(&format!("Bearer {token}")), digits()).await,
+        Code::PermissionDenied,
+        "for endpoint 'other'",
+    );
+    expect(
+        call(url, Some(&format!("Bearer {key}")), digits()).await,
+        Code::Unauthenticated,
+        "takes tokens",
+    );
+    let digits_token = connect(url, Some(&key))
+        .await
+        .get_token("digits", 60)
+        .await
+        .unwrap()
+        .token;
+    call(url, Some(&format!("Bearer {digits_token}")), digits())
+        .await
+        .unwrap();
 
     // An expired token, signed with the gateways' real secret.
     let mut redis = router::registry::connect(&c.redis.url()).await.unwrap();
-    let secret: String = redis::AsyncCommands::get(&mut redis, "sb:token-secret").await.unwrap();
-    let expired = gateway::secrets::sign_token(secret.as_bytes(), "digits", gateway::secrets::now_unix() - 1);
-    expect(call(url, Some(&format!("Bearer {expired}")), digits()).await, Code::Unauthenticated, "expired");
-    let forged = gateway::secrets::sign_token(b"not the secret", "digits", gateway::secrets::now_unix() + 60);
-    expect(call(url, Some(&format!("Bearer {forged}")), digits()).await, Code::Unauthenticated, "invalid token");
+    let secret: String = redis::AsyncCommands::get(&mut redis, "sb:token-secret")
+        .await
+        .unwrap();
+    let expired = gateway::secrets::sign_token(
+        secret.as_bytes(),
+        "digits",
+        gateway::secrets::now_unix() - 1,
+    );
+    expect(
+        call(url, Some(&format!("Bearer {expired}")), digits()).await,
+        Code::Unauthenticated,
+        "expired",
+    );
+    let forged = gateway::secrets::sign_token(
+        b"not the secret",
+        "digits",
+        gateway::secrets::now_unix() + 60,
+    );
+    expect(
+        call(url, Some(&format!("Bearer {forged}")), digits()).await,
+        Code::Unauthenticated,
+        "invalid token",
+    );
 
     // Management needs the admin key; an endpoint key may only score and get tokens.
     let as_key = connect(url, Some(&key)).await;
-    let denied = as_key.get_endpoint("digits").await.err().expect("denied");
-    assert!(denied.to_string().contains("PermissionDenied") || denied.to_string().contains("permission"), "{denied}");
-    let denied = as_key.get_token("other", 60).await.err().expect("denied");
-    assert!(denied.to_string().to_lowercase().contains("may not issue"), "{denied}");
+    let denied = as_key.get_endpoint("digits").await.expect_err("denied");
+    assert!(
+        denied.to_string().contains("PermissionDenied")
+            || denied.to_string().contains("permission"),
+        "{denied}"
+    );
+    let denied = as_key.get_token("other", 60).await.expect_err("denied");
+    assert!(
+        denied.to_string().to_lowercase().contains("may not issue"),
+        "{denied}"
+    );
 
     // Auth mode none: no header needed.
     admin
         .management
         .clone()
-        .update_endpoint(pb::UpdateEndpointRequest { name: "digits".into(), auth_mode: Some(pb::AuthMode::None as i32), description: None })
+        .update_endpoint(pb::UpdateEndpointRequest {
+            name: "digits".into(),
+            auth_mode: Some(pb::AuthMode::None as i32),
+            description: None,
+        })
         .await
         .unwrap();
     call(url, None, digits()).await.unwrap();
@@ -101,20 +195,32 @@ async fn credentials() {
 async fn regenerated_key_replaces_the_old_one() {
     let c = Cluster::start(Options::default()).await;
     let key = c.deploy_digits().await;
-    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"]).await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
     let admin = c.admin().await;
     let r = admin
         .management
         .clone()
-        .regenerate_key(pb::RegenerateKeyRequest { endpoint: "digits".into(), slot: pb::KeySlot::Primary as i32 })
+        .regenerate_key(pb::RegenerateKeyRequest {
+            endpoint: "digits".into(),
+            slot: pb::KeySlot::Primary as i32,
+        })
         .await
         .unwrap()
         .into_inner();
-    expect(call(&c.gateway_url, Some(&format!("Bearer {key}")), digits()).await, Code::Unauthenticated, "unknown key");
-    call(&c.gateway_url, Some(&format!("Bearer {}", r.key)), digits()).await.unwrap();
+    expect(
+        call(&c.gateway_url, Some(&format!("Bearer {key}")), digits()).await,
+        Code::Unauthenticated,
+        "unknown key",
+    );
+    call(&c.gateway_url, Some(&format!("Bearer {}", r.key)), digits())
+        .await
+        .unwrap();
     // Only hashes are stored: no key appears in Redis.
     let mut redis = router::registry::connect(&c.redis.url()).await.unwrap();
-    let stored: String = redis::AsyncCommands::get(&mut redis, "sb:endpoint:digits").await.unwrap();
+    let stored: String = redis::AsyncCommands::get(&mut redis, "sb:endpoint:digits")
+        .await
+        .unwrap();
     assert!(!stored.contains(&r.key) && !stored.contains(&key));
     assert!(stored.contains(&gateway::secrets::hash(&r.key)));
 }
@@ -123,22 +229,45 @@ async fn regenerated_key_replaces_the_old_one() {
 async fn routing_errors() {
     let c = Cluster::start(Options::default()).await;
     c.deploy_digits().await;
-    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"]).await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
     let admin = format!("Bearer {ADMIN}");
     let url = &c.gateway_url;
     let mut req = digits();
     req.model_name = "nope".into();
-    expect(call(url, Some(&admin), req).await, Code::NotFound, "unknown endpoint 'nope'");
+    expect(
+        call(url, Some(&admin), req).await,
+        Code::NotFound,
+        "unknown endpoint 'nope'",
+    );
     let mut req = digits();
     req.model_version = "purple".into();
-    expect(call(url, Some(&admin), req).await, Code::NotFound, "no deployment 'purple'");
+    expect(
+        call(url, Some(&admin), req).await,
+        Code::NotFound,
+        "no deployment 'purple'",
+    );
     // A deployment without any worker: no healthy replica.
     let a = c.admin().await;
-    a.create_endpoint("lonely", pb::AuthMode::Key).await.unwrap();
-    a.create_deployment("lonely", pb::Deployment { name: "x".into(), ..Default::default() }).await.unwrap();
+    a.create_endpoint("lonely", pb::AuthMode::Key)
+        .await
+        .unwrap();
+    a.create_deployment(
+        "lonely",
+        pb::Deployment {
+            name: "x".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let mut req = digits();
     req.model_name = "lonely".into();
-    expect(call(url, Some(&admin), req).await, Code::Unavailable, "replica");
+    expect(
+        call(url, Some(&admin), req).await,
+        Code::Unavailable,
+        "replica",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,49 +276,96 @@ async fn input_errors_name_the_input() {
     opts.gateway.max_message = 1 << 20;
     let c = Cluster::start(opts).await;
     c.deploy_digits().await;
-    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"]).await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
     let admin = format!("Bearer {ADMIN}");
     let url = &c.gateway_url;
 
     let mut r = digits();
     r.inputs[0].name = "pixels".into();
-    expect(call(url, Some(&admin), r).await, Code::InvalidArgument, "missing input 'input'");
+    expect(
+        call(url, Some(&admin), r).await,
+        Code::InvalidArgument,
+        "missing input 'input'",
+    );
     let mut r = digits();
     r.inputs[0].datatype = "FP64".into();
     r.raw_input_contents[0] = Bytes::from(vec![0u8; 64 * 8]);
-    expect(call(url, Some(&admin), r).await, Code::InvalidArgument, "input 'input': expected datatype FP32, got FP64");
+    expect(
+        call(url, Some(&admin), r).await,
+        Code::InvalidArgument,
+        "input 'input': expected datatype FP32, got FP64",
+    );
     let mut r = digits();
     r.inputs[0].shape = vec![1, 63];
-    expect(call(url, Some(&admin), r).await, Code::InvalidArgument, "input 'input': expected shape");
+    expect(
+        call(url, Some(&admin), r).await,
+        Code::InvalidArgument,
+        "input 'input': expected shape",
+    );
     let mut r = digits();
     r.raw_input_contents[0] = Bytes::from(vec![0u8; 100]);
-    expect(call(url, Some(&admin), r).await, Code::InvalidArgument, "needs 256 bytes, got 100");
+    expect(
+        call(url, Some(&admin), r).await,
+        Code::InvalidArgument,
+        "needs 256 bytes, got 100",
+    );
     let mut r = digits();
     r.inputs[0].shape = vec![0, 64];
     r.raw_input_contents[0] = Bytes::new();
-    expect(call(url, Some(&admin), r).await, Code::InvalidArgument, "input 'input': empty batch");
+    expect(
+        call(url, Some(&admin), r).await,
+        Code::InvalidArgument,
+        "input 'input': empty batch",
+    );
     let mut r = digits();
     r.inputs.clear();
     r.raw_input_contents.clear();
-    expect(call(url, Some(&admin), r).await, Code::InvalidArgument, "no inputs");
+    expect(
+        call(url, Some(&admin), r).await,
+        Code::InvalidArgument,
+        "no inputs",
+    );
     // 2 MiB against a 1 MiB limit.
     let big = f32_request("digits", "input", &vec![vec![0.0; 64]; 8192], true).unwrap();
-    expect(call(url, Some(&admin), big).await, Code::ResourceExhausted, "too large");
+    expect(
+        call(url, Some(&admin), big).await,
+        Code::ResourceExhausted,
+        "too large",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_deadlines_and_model_failures() {
     let mut opts = Options::default();
     opts.gateway.rate_limit = 5;
-    opts.deployments = vec![("conv", "a", "convnet.onnx"), ("broken", "a", "fails_at_runtime.onnx")];
+    opts.deployments = vec![
+        ("conv", "a", "convnet.onnx"),
+        ("broken", "a", "fails_at_runtime.onnx"),
+    ];
     opts.scheduler.max_batch_size = 1;
     opts.scheduler.max_queue_size = 2;
     let c = Cluster::start(opts).await;
     let admin = c.admin().await;
     let mut keys = Vec::new();
     for e in ["conv", "broken"] {
-        keys.push(admin.create_endpoint(e, pb::AuthMode::Key).await.unwrap().primary_key);
-        admin.create_deployment(e, pb::Deployment { name: "a".into(), ..Default::default() }).await.unwrap();
+        keys.push(
+            admin
+                .create_endpoint(e, pb::AuthMode::Key)
+                .await
+                .unwrap()
+                .primary_key,
+        );
+        admin
+            .create_deployment(
+                e,
+                pb::Deployment {
+                    name: "a".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
     }
     c.wait_routable(&c.gateway_url, "conv", &["a"]).await;
     c.wait_routable(&c.gateway_url, "broken", &["a"]).await;
@@ -205,7 +381,9 @@ async fn limits_deadlines_and_model_failures() {
     let mut tasks = Vec::new();
     for _ in 0..48 {
         let (url, r) = (url.clone(), conv());
-        tasks.push(tokio::spawn(async move { call(&url, Some(&format!("Bearer {ADMIN}")), r).await }));
+        tasks.push(tokio::spawn(async move {
+            call(&url, Some(&format!("Bearer {ADMIN}")), r).await
+        }));
     }
     let mut full = 0;
     for t in tasks {
@@ -219,13 +397,26 @@ async fn limits_deadlines_and_model_failures() {
 
     // A deadline that has passed when the request arrives: never run.
     let mut r = conv();
-    r.parameters.insert("timeout".into(), InferParameter { parameter_choice: Some(infer_parameter::ParameterChoice::Int64Param(1)) });
-    expect(call(&url, Some(&format!("Bearer {ADMIN}")), r).await, Code::DeadlineExceeded, "deadline");
+    r.parameters.insert(
+        "timeout".into(),
+        InferParameter {
+            parameter_choice: Some(infer_parameter::ParameterChoice::Int64Param(1)),
+        },
+    );
+    expect(
+        call(&url, Some(&format!("Bearer {ADMIN}")), r).await,
+        Code::DeadlineExceeded,
+        "deadline",
+    );
 
     // The model fails on input that matches its signature.
     let mut r = f32_request("broken", "input", &[vec![1.0; 4]], true).unwrap();
     r.inputs[0].shape = vec![1, 4];
-    expect(call(&url, Some(&format!("Bearer {ADMIN}")), r).await, Code::Internal, "Reshape");
+    expect(
+        call(&url, Some(&format!("Bearer {ADMIN}")), r).await,
+        Code::Internal,
+        "Reshape",
+    );
 
     // Rate limit: 5 per second per key; 20 back to back must hit it.
     let mut limited = 0;

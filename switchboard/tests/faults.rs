@@ -22,12 +22,28 @@ async fn killing_a_worker_under_load_fails_nothing() {
     c.spawn_worker_process("digits", "blue", "digits_mlp.onnx");
     c.spawn_worker_process("digits", "blue", "digits_mlp.onnx");
     let admin = c.admin().await;
-    let key = admin.create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key).await.unwrap().primary_key;
-    admin.create_deployment("digits", client::proto::switchboard::v1::Deployment { name: "blue".into(), ..Default::default() }).await.unwrap();
+    let key = admin
+        .create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key)
+        .await
+        .unwrap()
+        .primary_key;
+    admin
+        .create_deployment(
+            "digits",
+            client::proto::switchboard::v1::Deployment {
+                name: "blue".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     wait_until("two replicas routable", Duration::from_secs(30), || {
         let admin = admin.clone();
         async move {
-            admin.get_endpoint("digits").await.is_ok_and(|e| e.deployments.iter().any(|d| d.replicas_healthy == 2))
+            admin
+                .get_endpoint("digits")
+                .await
+                .is_ok_and(|e| e.deployments.iter().any(|d| d.replicas_healthy == 2))
         }
     })
     .await;
@@ -41,7 +57,10 @@ async fn killing_a_worker_under_load_fails_nothing() {
         tasks.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                match client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await {
+                match client
+                    .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+                    .await
+                {
                     Ok(_) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
@@ -59,24 +78,40 @@ async fn killing_a_worker_under_load_fails_nothing() {
     // SIGKILL one replica mid-load.
     c.children[0].start_kill().unwrap();
     let at_kill = ok.load(Ordering::Relaxed);
-    wait_until("load to go on after the kill", Duration::from_secs(20), || {
-        let ok = ok.clone();
-        async move { ok.load(Ordering::Relaxed) >= at_kill + 1000 }
-    })
+    wait_until(
+        "load to go on after the kill",
+        Duration::from_secs(20),
+        || {
+            let ok = ok.clone();
+            async move { ok.load(Ordering::Relaxed) >= at_kill + 1000 }
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
     for t in tasks {
         failures.extend(t.await.unwrap());
     }
-    assert!(failures.is_empty(), "{} requests failed after SIGKILL: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} requests failed after SIGKILL: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     // The dead replica is ejected or expired from the registry.
-    wait_until("dead replica out of rotation", Duration::from_secs(20), || {
-        let admin = admin.clone();
-        async move {
-            admin.get_endpoint("digits").await.is_ok_and(|e| e.deployments.iter().any(|d| d.replicas_healthy == 1))
-        }
-    })
+    wait_until(
+        "dead replica out of rotation",
+        Duration::from_secs(20),
+        || {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .get_endpoint("digits")
+                    .await
+                    .is_ok_and(|e| e.deployments.iter().any(|d| d.replicas_healthy == 1))
+            }
+        },
+    )
     .await;
 }
 
@@ -84,12 +119,16 @@ async fn killing_a_worker_under_load_fails_nothing() {
 async fn gateways_share_state_and_serve_while_redis_is_away() {
     let mut c = Cluster::start(Options::default()).await;
     let key = c.deploy_digits().await;
-    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"]).await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
     // A second gateway on the same Redis sees the endpoint, weights and key.
     let second = c.start_gateway(gateway::GatewayConfig::default()).await;
     c.wait_routable(&second, "digits", &["blue", "green"]).await;
     let client = connect(&second, Some(&key)).await;
-    let r = client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap();
+    let r = client
+        .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+        .await
+        .unwrap();
     assert!(r.model_version == "blue" || r.model_version == "green");
     let e = c.admin().await.get_endpoint("digits").await.unwrap();
     assert_eq!(e.traffic.get("blue"), Some(&90));
@@ -99,7 +138,10 @@ async fn gateways_share_state_and_serve_while_redis_is_away() {
     for url in [&c.gateway_url, &second] {
         let client = connect(url, Some(&key)).await;
         for _ in 0..50 {
-            client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap();
+            client
+                .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+                .await
+                .unwrap();
         }
     }
 }
@@ -108,60 +150,135 @@ async fn gateways_share_state_and_serve_while_redis_is_away() {
 async fn mirror_copies_a_share_to_the_shadow() {
     let c = Cluster::start(Options::default()).await;
     let key = c.deploy_digits().await;
-    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"]).await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
     let admin = c.admin().await;
-    admin.set_traffic("digits", &[("blue", 100), ("green", 0)]).await.unwrap();
+    admin
+        .set_traffic("digits", &[("blue", 100), ("green", 0)])
+        .await
+        .unwrap();
     admin
         .management
         .clone()
-        .set_mirror(client::proto::switchboard::v1::SetMirrorRequest { endpoint: "digits".into(), deployment: "green".into(), percent: 25 })
+        .set_mirror(client::proto::switchboard::v1::SetMirrorRequest {
+            endpoint: "digits".into(),
+            deployment: "green".into(),
+            percent: 25,
+        })
         .await
         .unwrap();
     let client = connect(&c.gateway_url, Some(&key)).await;
     for _ in 0..200 {
-        let r = client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap();
-        assert_eq!(r.model_version, "blue", "answers come from the primary only");
+        let r = client
+            .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.model_version, "blue",
+            "answers come from the primary only"
+        );
     }
     let green = || {
         let admin = admin.clone();
         async move {
-            let q = ModelStatisticsRequest { name: "digits".into(), version: "green".into() };
-            admin.inference.clone().model_statistics(q).await.map(|s| s.into_inner().model_stats[0].inference_count).unwrap_or(0)
+            let q = ModelStatisticsRequest {
+                name: "digits".into(),
+                version: "green".into(),
+            };
+            admin
+                .inference
+                .clone()
+                .model_statistics(q)
+                .await
+                .map(|s| s.into_inner().model_stats[0].inference_count)
+                .unwrap_or(0)
         }
     };
-    wait_until("50 mirrored requests on green", Duration::from_secs(10), || async { green().await == 50 }).await;
+    wait_until(
+        "50 mirrored requests on green",
+        Duration::from_secs(10),
+        || async { green().await == 50 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_register_and_deregister() {
-    let c = Cluster::start(Options { deployments: vec![], ..Options::default() }).await;
+    let c = Cluster::start(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let config = gpu_worker::server::run::WorkerConfig {
-        deployments: vec![format!("digits/blue={}", models().join("digits_mlp.onnx").display()).parse().unwrap()],
+        deployments: vec![
+            format!("digits/blue={}", models().join("digits_mlp.onnx").display())
+                .parse()
+                .unwrap(),
+        ],
         redis_url: Some(c.redis.url()),
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = tokio::spawn(gpu_worker::server::run::serve(config, listener, async move {
-        let _ = rx.await;
-    }));
-    wait_until("registration", Duration::from_secs(10), || async { c.registered("digits", "blue").await == 1 }).await;
+    let server = tokio::spawn(gpu_worker::server::run::serve(
+        config,
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    wait_until("registration", Duration::from_secs(10), || async {
+        c.registered("digits", "blue").await == 1
+    })
+    .await;
     let _ = tx.send(());
     server.await.unwrap().unwrap();
-    assert_eq!(c.registered("digits", "blue").await, 0, "graceful shutdown deregisters");
+    assert_eq!(
+        c.registered("digits", "blue").await,
+        0,
+        "graceful shutdown deregisters"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_replica_is_ejected_and_readmitted_after_a_health_check() {
-    let c = Cluster::start(Options { deployments: vec![], ..Options::default() }).await;
+    let c = Cluster::start(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await;
     let admin = c.admin().await;
-    let key = admin.create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key).await.unwrap().primary_key;
-    admin.create_deployment("digits", client::proto::switchboard::v1::Deployment { name: "blue".into(), ..Default::default() }).await.unwrap();
+    let key = admin
+        .create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key)
+        .await
+        .unwrap()
+        .primary_key;
+    admin
+        .create_deployment(
+            "digits",
+            client::proto::switchboard::v1::Deployment {
+                name: "blue".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let port = switchboard::redis_server::free_port().unwrap();
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["worker", "--id", "w1", "--listen", &format!("127.0.0.1:{port}"), "--redis", &c.redis.url()])
-            .args(["--deployment", &format!("digits/blue={}", models().join("digits_mlp.onnx").display())])
+            .args([
+                "worker",
+                "--id",
+                "w1",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--redis",
+                &c.redis.url(),
+            ])
+            .args([
+                "--deployment",
+                &format!("digits/blue={}", models().join("digits_mlp.onnx").display()),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -172,24 +289,41 @@ async fn a_failing_replica_is_ejected_and_readmitted_after_a_health_check() {
         let admin = admin.clone();
         move || {
             let admin = admin.clone();
-            async move { admin.get_endpoint("digits").await.is_ok_and(|e| e.deployments[0].replicas_healthy == n) }
+            async move {
+                admin
+                    .get_endpoint("digits")
+                    .await
+                    .is_ok_and(|e| e.deployments[0].replicas_healthy == n)
+            }
         }
     };
     let mut worker = spawn();
     wait_until("replica healthy", Duration::from_secs(20), healthy(1)).await;
     let client = connect(&c.gateway_url, Some(&key)).await;
-    client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap();
+    client
+        .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+        .await
+        .unwrap();
 
     worker.kill().await.unwrap();
     // With the only replica gone, requests fail UNAVAILABLE until it is ejected.
     for _ in 0..router::pool::EJECT_AFTER {
-        let e = client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap_err();
-        assert!(e.to_string().contains("Unavailable") || e.to_string().contains("unavailable"), "{e}");
+        let e = client
+            .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("Unavailable") || e.to_string().contains("unavailable"),
+            "{e}"
+        );
     }
     wait_until("replica ejected", Duration::from_secs(5), healthy(0)).await;
 
     // Same id, same address: the gateway's health check lets it back in.
     let _worker = spawn();
     wait_until("replica readmitted", Duration::from_secs(20), healthy(1)).await;
-    client.infer(f32_request("digits", "input", &one_row(), true).unwrap()).await.unwrap();
+    client
+        .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+        .await
+        .unwrap();
 }

@@ -16,20 +16,40 @@ async fn worker_process(c: &Cluster, metrics_port: u16) -> (tokio::process::Chil
     let port = switchboard::redis_server::free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["worker", "--listen", &addr, "--redis", &c.redis.url(), "--deployment", &spec])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}"), "--max-queue-delay-us", "2000"])
+        .args([
+            "worker",
+            "--listen",
+            &addr,
+            "--redis",
+            &c.redis.url(),
+            "--deployment",
+            &spec,
+        ])
+        .args([
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--max-queue-delay-us",
+            "2000",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait_until("worker registered", Duration::from_secs(20), || async { c.registered("digits", "blue").await == 1 }).await;
+    wait_until("worker registered", Duration::from_secs(20), || async {
+        c.registered("digits", "blue").await == 1
+    })
+    .await;
     (child, format!("http://{addr}"))
 }
 
 async fn http_get(port: u16, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
@@ -37,24 +57,59 @@ async fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_serves_v2_directly_with_metrics() {
-    let c = Cluster::start(Options { deployments: vec![], ..Options::default() }).await;
+    let c = Cluster::start(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await;
     let metrics_port = switchboard::redis_server::free_port().unwrap();
     let (_child, url) = worker_process(&c, metrics_port).await;
-    let mut w = GrpcInferenceServiceClient::connect(url.clone()).await.unwrap();
+    let mut w = GrpcInferenceServiceClient::connect(url.clone())
+        .await
+        .unwrap();
 
-    let meta = w.server_metadata(ServerMetadataRequest {}).await.unwrap().into_inner();
+    let meta = w
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(meta.extensions.contains(&"statistics".to_string()));
-    let m = w.model_metadata(ModelMetadataRequest { name: "digits".into(), version: String::new() }).await.unwrap().into_inner();
+    let m = w
+        .model_metadata(ModelMetadataRequest {
+            name: "digits".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(m.versions, vec!["blue".to_string()]);
     assert_eq!(m.inputs[0].shape, vec![-1, 64]);
-    assert_eq!(m.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["label", "probabilities"]);
+    assert_eq!(
+        m.outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>(),
+        ["label", "probabilities"]
+    );
     // Triton ModelConfig: batching model, dims without the batch dimension.
-    let cfg = w.model_config(ModelConfigRequest { name: "digits".into(), version: String::new() }).await.unwrap().into_inner().config.unwrap();
+    let cfg = w
+        .model_config(ModelConfigRequest {
+            name: "digits".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
     assert_eq!(cfg.max_batch_size, 32);
     assert_eq!(cfg.input[0].dims, vec![64]);
     assert_eq!(cfg.input[0].data_type, 11, "TYPE_FP32");
     assert_eq!(cfg.output[1].dims, vec![10]);
-    assert!(cfg.scheduling_choice.is_some(), "dynamic batching is declared");
+    assert!(
+        cfg.scheduling_choice.is_some(),
+        "dynamic batching is declared"
+    );
 
     // Streaming: answers come back matched by id.
     let reqs: Vec<ModelInferRequest> = (0..20)
@@ -64,7 +119,11 @@ async fn worker_serves_v2_directly_with_metrics() {
             r
         })
         .collect();
-    let mut stream = w.model_stream_infer(futures::stream::iter(reqs)).await.unwrap().into_inner();
+    let mut stream = w
+        .model_stream_infer(futures::stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
     let mut ids = Vec::new();
     while let Some(msg) = stream.next().await {
         let msg = msg.unwrap();
@@ -86,13 +145,22 @@ async fn worker_serves_v2_directly_with_metrics() {
     for i in 0..32 {
         let mut w = w.clone();
         tasks.push(tokio::spawn(async move {
-            w.model_infer(f32_request("digits", "input", &[vec![i as f32; 64]], false).unwrap()).await.unwrap();
+            w.model_infer(f32_request("digits", "input", &[vec![i as f32; 64]], false).unwrap())
+                .await
+                .unwrap();
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let stats = w.model_statistics(ModelStatisticsRequest { name: "digits".into(), version: String::new() }).await.unwrap().into_inner();
+    let stats = w
+        .model_statistics(ModelStatisticsRequest {
+            name: "digits".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.model_stats[0].inference_count, 52);
     let body = http_get(metrics_port, "/metrics").await;
     assert!(body.contains("switchboard_batch_size"), "{body}");

@@ -31,40 +31,25 @@ impl Device {
             Device::Cpu => Vec::new(),
             #[cfg(feature = "cuda")]
             Device::Cuda(ordinal) => {
-                vec![ort::ep::CUDA::default().with_device_id(*ordinal as i32).build().error_on_failure()]
+                vec![
+                    ort::ep::CUDA::default()
+                        .with_device_id(*ordinal as i32)
+                        .build()
+                        .error_on_failure(),
+                ]
             }
         }
     }
 }
 
 fn cpu_available() -> Result<u64, EngineError> {
-    let info = std::fs::read_to_string("/proc/meminfo").map_err(|e| EngineError::Runtime(format!("/proc/meminfo: {e}")))?;
+    let info = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| EngineError::Runtime(format!("/proc/meminfo: {e}")))?;
     info.lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| EngineError::Runtime("MemAvailable missing from /proc/meminfo".into()))
-}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use super::EngineError;
-
-    pub fn free_memory(ordinal: usize) -> Result<u64, EngineError> {
-        let ctx = cudarc::driver::CudaContext::new(ordinal)
-            .map_err(|e| EngineError::Runtime(format!("CUDA device {ordinal}: {e}")))?;
-        let (free, _total) = ctx.mem_get_info().map_err(|e| EngineError::Runtime(format!("CUDA device {ordinal}: {e}")))?;
-        Ok(free as u64)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cpu_reports_free_memory() {
-        let free = super::Device::Cpu.free_memory().unwrap();
-        assert!(free > 1 << 20, "{free}");
-    }
 }
 
 impl std::str::FromStr for Device {
@@ -75,11 +60,41 @@ impl std::str::FromStr for Device {
             "cpu" => Ok(Device::Cpu),
             #[cfg(feature = "cuda")]
             s if s.starts_with("cuda") => {
-                let n = s.strip_prefix("cuda").and_then(|r| r.strip_prefix(':')).unwrap_or("0");
-                n.parse().map(Device::Cuda).map_err(|_| format!("'{s}': expected cuda:N"))
+                let n = s
+                    .strip_prefix("cuda")
+                    .and_then(|r| r.strip_prefix(':'))
+                    .unwrap_or("0");
+                n.parse()
+                    .map(Device::Cuda)
+                    .map_err(|_| format!("'{s}': expected cuda:N"))
             }
             _ if cfg!(feature = "cuda") => Err(format!("'{s}': expected cpu or cuda:N")),
-            _ => Err(format!("'{s}': expected cpu (this build has no `cuda` feature)")),
+            _ => Err(format!(
+                "'{s}': expected cpu (this build has no `cuda` feature)"
+            )),
         }
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::EngineError;
+
+    pub fn free_memory(ordinal: usize) -> Result<u64, EngineError> {
+        let ctx = cudarc::driver::CudaContext::new(ordinal)
+            .map_err(|e| EngineError::Runtime(format!("CUDA device {ordinal}: {e}")))?;
+        let (free, _total) = ctx
+            .mem_get_info()
+            .map_err(|e| EngineError::Runtime(format!("CUDA device {ordinal}: {e}")))?;
+        Ok(free as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_reports_free_memory() {
+        let free = super::Device::Cpu.free_memory().unwrap();
+        assert!(free > 1 << 20, "{free}");
     }
 }

@@ -36,7 +36,10 @@ fn find_library() -> Result<PathBuf, EngineError> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(EngineError::Runtime(format!("ORT_DYLIB_PATH={} is not a file", p.display())))
+            Err(EngineError::Runtime(format!(
+                "ORT_DYLIB_PATH={} is not a file",
+                p.display()
+            )))
         };
     }
     // Look beside the working directory, the executable, and the source tree
@@ -66,7 +69,11 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     let mut libs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
         .collect();
     libs.sort();
     libs.pop()
@@ -83,7 +90,10 @@ pub struct OrtOptions {
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { intra_threads: 1, device: super::Device::Cpu }
+        OrtOptions {
+            intra_threads: 1,
+            device: super::Device::Cpu,
+        }
     }
 }
 
@@ -99,7 +109,11 @@ impl OrtFactory {
         let path = path.into();
         let session = open_session(&path, &options)?;
         let signature = signature_of(&session)?;
-        Ok(OrtFactory { path, options, signature })
+        Ok(OrtFactory {
+            path,
+            options,
+            signature,
+        })
     }
 
     pub fn signature(&self) -> &ModelSignature {
@@ -110,7 +124,10 @@ impl OrtFactory {
 impl BackendFactory for OrtFactory {
     fn create(&self) -> Result<Box<dyn Backend>, EngineError> {
         let session = open_session(&self.path, &self.options)?;
-        Ok(Box::new(OrtBackend { session, signature: self.signature.clone() }))
+        Ok(Box::new(OrtBackend {
+            session,
+            signature: self.signature.clone(),
+        }))
     }
 }
 
@@ -145,8 +162,16 @@ fn signature_of(session: &Session) -> Result<ModelSignature, EngineError> {
             ))),
         }
     };
-    let inputs = session.inputs().iter().map(spec).collect::<Result<_, _>>()?;
-    let outputs = session.outputs().iter().map(spec).collect::<Result<_, _>>()?;
+    let inputs = session
+        .inputs()
+        .iter()
+        .map(spec)
+        .collect::<Result<_, _>>()?;
+    let outputs = session
+        .outputs()
+        .iter()
+        .map(spec)
+        .collect::<Result<_, _>>()?;
     Ok(ModelSignature::new(inputs, outputs))
 }
 
@@ -176,17 +201,50 @@ pub struct OrtBackend {
 macro_rules! with_type {
     ($dtype:expr, $t:ident => $body:expr) => {
         match $dtype {
-            DataType::Fp32 => { type $t = f32; $body }
-            DataType::Fp64 => { type $t = f64; $body }
-            DataType::Int64 => { type $t = i64; $body }
-            DataType::Int32 => { type $t = i32; $body }
-            DataType::Int16 => { type $t = i16; $body }
-            DataType::Int8 => { type $t = i8; $body }
-            DataType::Uint8 => { type $t = u8; $body }
-            DataType::Uint16 => { type $t = u16; $body }
-            DataType::Uint32 => { type $t = u32; $body }
-            DataType::Uint64 => { type $t = u64; $body }
-            DataType::Bool => { type $t = bool; $body }
+            DataType::Fp32 => {
+                type $t = f32;
+                $body
+            }
+            DataType::Fp64 => {
+                type $t = f64;
+                $body
+            }
+            DataType::Int64 => {
+                type $t = i64;
+                $body
+            }
+            DataType::Int32 => {
+                type $t = i32;
+                $body
+            }
+            DataType::Int16 => {
+                type $t = i16;
+                $body
+            }
+            DataType::Int8 => {
+                type $t = i8;
+                $body
+            }
+            DataType::Uint8 => {
+                type $t = u8;
+                $body
+            }
+            DataType::Uint16 => {
+                type $t = u16;
+                $body
+            }
+            DataType::Uint32 => {
+                type $t = u32;
+                $body
+            }
+            DataType::Uint64 => {
+                type $t = u64;
+                $body
+            }
+            DataType::Bool => {
+                type $t = bool;
+                $body
+            }
         }
     };
 }
@@ -196,7 +254,11 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'static>, EngineError> {
     // bool must be 0 or 1 in memory: normalise before the byte copy.
     let normalised;
     let data: &[u8] = if t.dtype == DataType::Bool {
-        normalised = t.data.iter().map(|&b| u8::from(b != 0)).collect::<Vec<u8>>();
+        normalised = t
+            .data
+            .iter()
+            .map(|&b| u8::from(b != 0))
+            .collect::<Vec<u8>>();
         &normalised
     } else {
         &t.data
@@ -235,18 +297,22 @@ impl Backend for OrtBackend {
     }
 
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
-        let mut feed: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
+        let mut feed: Vec<(Cow<'static, str>, SessionInputValue<'static>)> =
+            Vec::with_capacity(inputs.len());
         for (spec, t) in self.signature.inputs.iter().zip(&inputs) {
             feed.push((Cow::Owned(spec.name.clone()), to_ort(t)?));
         }
-        let outputs = self.session.run(feed).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(feed)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         self.signature
             .outputs
             .iter()
             .map(|spec| {
-                let v = outputs
-                    .get(&spec.name)
-                    .ok_or_else(|| EngineError::Internal(format!("model gave no output {}", spec.name)))?;
+                let v = outputs.get(&spec.name).ok_or_else(|| {
+                    EngineError::Internal(format!("model gave no output {}", spec.name))
+                })?;
                 from_ort_value(spec, v)
             })
             .collect()

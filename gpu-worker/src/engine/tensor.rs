@@ -113,7 +113,8 @@ impl Tensor {
     pub fn to_vec<T: bytemuck::Pod>(&self) -> Vec<T> {
         let n = self.data.len() / std::mem::size_of::<T>();
         let mut out = vec![T::zeroed(); n];
-        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&self.data[..n * std::mem::size_of::<T>()]);
+        bytemuck::cast_slice_mut::<T, u8>(&mut out)
+            .copy_from_slice(&self.data[..n * std::mem::size_of::<T>()]);
         out
     }
 }
@@ -130,7 +131,14 @@ pub struct ModelSignature {
 impl ModelSignature {
     pub fn new(inputs: Vec<TensorSpec>, outputs: Vec<TensorSpec>) -> Self {
         let batched = !inputs.is_empty()
-            && inputs.iter().chain(&outputs).all(|t| t.dims.first() == Some(&-1));
-        ModelSignature { inputs, outputs, batched }
+            && inputs
+                .iter()
+                .chain(&outputs)
+                .all(|t| t.dims.first() == Some(&-1));
+        ModelSignature {
+            inputs,
+            outputs,
+            batched,
+        }
     }
 }

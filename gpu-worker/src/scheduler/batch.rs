@@ -8,7 +8,9 @@ use bytes::{Bytes, BytesMut};
 /// every dimension but the first.
 pub fn compatible(a: &[Tensor], b: &[Tensor]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| x.dtype == y.dtype && x.shape.get(1..) == y.shape.get(1..))
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.dtype == y.dtype && x.shape.get(1..) == y.shape.get(1..))
 }
 
 /// Concatenates the requests' inputs along dim 0. One request passes through
@@ -27,7 +29,11 @@ pub fn concat(requests: &[&[Tensor]]) -> Vec<Tensor> {
             }
             let mut shape = first[i].shape.clone();
             shape[0] = rows;
-            Tensor { dtype: first[i].dtype, shape, data: data.freeze() }
+            Tensor {
+                dtype: first[i].dtype,
+                shape,
+                data: data.freeze(),
+            }
         })
         .collect()
 }
@@ -39,7 +45,10 @@ pub fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, E
         return Ok(vec![outputs]);
     }
     let total: usize = rows.iter().sum();
-    let mut per_request: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    let mut per_request: Vec<Vec<Tensor>> = rows
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
     for out in outputs {
         if out.shape.first().copied() != Some(total as i64) {
             return Err(EngineError::Internal(format!(
@@ -54,7 +63,11 @@ pub fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, E
             shape[0] = n as i64;
             let data: Bytes = out.data.slice(offset..offset + n * row_bytes);
             offset += n * row_bytes;
-            slot.push(Tensor { dtype: out.dtype, shape, data });
+            slot.push(Tensor {
+                dtype: out.dtype,
+                shape,
+                data,
+            });
         }
     }
     Ok(per_request)
@@ -77,31 +90,53 @@ pub fn validate(
     for spec in &sig.inputs {
         let Some(pos) = inputs.iter().position(|(n, _)| *n == spec.name) else {
             let got: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
-            return bad(format!("missing input '{}'; got unknown input(s) {got:?}", spec.name));
+            return bad(format!(
+                "missing input '{}'; got unknown input(s) {got:?}",
+                spec.name
+            ));
         };
         let (name, t) = inputs.swap_remove(pos);
         if t.dtype != spec.dtype {
-            return bad(format!("input '{name}': expected datatype {}, got {}", spec.dtype, t.dtype));
+            return bad(format!(
+                "input '{name}': expected datatype {}, got {}",
+                spec.dtype, t.dtype
+            ));
         }
-        if t.shape.len() != spec.dims.len() || t.shape.iter().zip(&spec.dims).any(|(&d, &s)| d < 0 || (s >= 0 && d != s)) {
-            return bad(format!("input '{name}': expected shape {:?} (-1 = any), got {:?}", spec.dims, t.shape));
+        if t.shape.len() != spec.dims.len()
+            || t.shape
+                .iter()
+                .zip(&spec.dims)
+                .any(|(&d, &s)| d < 0 || (s >= 0 && d != s))
+        {
+            return bad(format!(
+                "input '{name}': expected shape {:?} (-1 = any), got {:?}",
+                spec.dims, t.shape
+            ));
         }
         if sig.batched {
             if t.shape[0] == 0 {
                 return bad(format!("input '{name}': empty batch (dim 0 is 0)"));
             }
             if max_batch_size > 0 && t.shape[0] as usize > max_batch_size {
-                return bad(format!("input '{name}': batch of {} exceeds max_batch_size {max_batch_size}", t.shape[0]));
+                return bad(format!(
+                    "input '{name}': batch of {} exceeds max_batch_size {max_batch_size}",
+                    t.shape[0]
+                ));
             }
         }
         let want = Tensor::element_count(&t.shape) * t.dtype.size();
         if want == 0 {
-            return bad(format!("input '{name}': empty tensor of shape {:?}", t.shape));
+            return bad(format!(
+                "input '{name}': empty tensor of shape {:?}",
+                t.shape
+            ));
         }
         if t.data.len() != want {
             return bad(format!(
                 "input '{name}': shape {:?} of {} needs {want} bytes, got {}",
-                t.shape, t.dtype, t.data.len()
+                t.shape,
+                t.dtype,
+                t.data.len()
             ));
         }
         ordered.push(t);
@@ -145,18 +180,36 @@ mod tests {
     #[test]
     fn validation_names_the_input() {
         let sig = ModelSignature::new(
-            vec![TensorSpec { name: "x".into(), dtype: DataType::Fp32, dims: vec![-1, 2] }],
-            vec![TensorSpec { name: "y".into(), dtype: DataType::Fp32, dims: vec![-1] }],
+            vec![TensorSpec {
+                name: "x".into(),
+                dtype: DataType::Fp32,
+                dims: vec![-1, 2],
+            }],
+            vec![TensorSpec {
+                name: "y".into(),
+                dtype: DataType::Fp32,
+                dims: vec![-1],
+            }],
         );
         let err = |inputs| match validate(&sig, 8, inputs) {
             Err(EngineError::InvalidArgument(m)) => m,
             other => panic!("expected InvalidArgument, got {other:?}"),
         };
         assert!(err(vec![("z".into(), t(1, &[0.; 2]))]).contains("missing input 'x'"));
-        assert!(err(vec![("x".into(), Tensor::from_f32(vec![1, 3], &[0.; 3]))]).contains("expected shape"));
-        let short = Tensor { data: Bytes::from_static(&[0; 4]), ..t(1, &[0.; 2]) };
+        assert!(
+            err(vec![("x".into(), Tensor::from_f32(vec![1, 3], &[0.; 3]))])
+                .contains("expected shape")
+        );
+        let short = Tensor {
+            data: Bytes::from_static(&[0; 4]),
+            ..t(1, &[0.; 2])
+        };
         assert!(err(vec![("x".into(), short)]).contains("needs 8 bytes"));
-        let empty = Tensor { shape: vec![0, 2], data: Bytes::new(), ..t(1, &[0.; 2]) };
+        let empty = Tensor {
+            shape: vec![0, 2],
+            data: Bytes::new(),
+            ..t(1, &[0.; 2])
+        };
         assert!(err(vec![("x".into(), empty)]).contains("empty batch"));
         assert!(err(vec![("x".into(), t(9, &[0.; 18]))]).contains("exceeds max_batch_size"));
         assert!(validate(&sig, 8, vec![("x".into(), t(1, &[0.; 2]))]).is_ok());

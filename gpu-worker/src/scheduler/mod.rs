@@ -147,7 +147,11 @@ impl Scheduler {
     }
 
     pub fn stats(&self) -> ModelStats {
-        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.shared
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Requests waiting now.
@@ -173,7 +177,10 @@ impl Scheduler {
         if limit > 0 && s.queued.fetch_add(1, Ordering::AcqRel) >= limit {
             s.queued.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("switchboard_rejected_total", "model" => s.name.clone(), "reason" => "queue_full").increment(1);
-            let msg = format!("queue of model '{}' is full ({limit} requests waiting)", s.name);
+            let msg = format!(
+                "queue of model '{}' is full ({limit} requests waiting)",
+                s.name
+            );
             return Err(self.refuse(EngineError::ResourceExhausted(msg), start));
         } else if limit == 0 {
             s.queued.fetch_add(1, Ordering::AcqRel);
@@ -183,12 +190,25 @@ impl Scheduler {
             p => p.min(s.config.priority_levels),
         } as usize
             - 1;
-        let rows = if s.config.max_batch_size > 0 { inputs[0].rows() } else { 1 };
+        let rows = if s.config.max_batch_size > 0 {
+            inputs[0].rows()
+        } else {
+            1
+        };
         let (reply, rx) = oneshot::channel();
-        let pending = Pending { inputs, rows, enqueued: start, deadline: req.deadline, reply };
+        let pending = Pending {
+            inputs,
+            rows,
+            enqueued: start,
+            deadline: req.deadline,
+            reply,
+        };
         if s.tx.send(Msg::Enqueue(pending, level)).is_err() {
             s.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(EngineError::Unavailable(format!("model '{}' is shutting down", s.name)));
+            return Err(EngineError::Unavailable(format!(
+                "model '{}' is shutting down",
+                s.name
+            )));
         }
         let result = rx
             .await
@@ -211,7 +231,11 @@ impl Scheduler {
 
 type BatchTx = std::sync::mpsc::Sender<(Vec<Pending>, Instant)>;
 
-fn spawn_instance(id: usize, factory: Arc<dyn BackendFactory>, shared: Arc<Shared>) -> Result<BatchTx, EngineError> {
+fn spawn_instance(
+    id: usize,
+    factory: Arc<dyn BackendFactory>,
+    shared: Arc<Shared>,
+) -> Result<BatchTx, EngineError> {
     let (tx, rx) = std::sync::mpsc::channel::<(Vec<Pending>, Instant)>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -243,7 +267,14 @@ fn spawn_instance(id: usize, factory: Arc<dyn BackendFactory>, shared: Arc<Share
     Ok(tx)
 }
 
-fn run_batch(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>, dispatched: Instant, instance: usize, id: u64) {
+fn run_batch(
+    shared: &Shared,
+    backend: &mut dyn Backend,
+    batch: Vec<Pending>,
+    dispatched: Instant,
+    instance: usize,
+    id: u64,
+) {
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
     let total: usize = rows.iter().sum();
     let _span = debug_span!("batch", model = %shared.name, instance, id, size = total, requests = batch.len()).entered();
@@ -266,13 +297,20 @@ fn run_batch(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>, di
     if let Ok(mut st) = shared.stats.lock() {
         st.record_batch(&record);
     }
-    metrics::histogram!("switchboard_batch_size", "model" => shared.name.clone()).record(total as f64);
-    metrics::histogram!("switchboard_compute_seconds", "model" => shared.name.clone()).record((t3 - t0).as_secs_f64());
+    metrics::histogram!("switchboard_batch_size", "model" => shared.name.clone())
+        .record(total as f64);
+    metrics::histogram!("switchboard_compute_seconds", "model" => shared.name.clone())
+        .record((t3 - t0).as_secs_f64());
     match outputs {
         Ok(parts) => {
             for (p, outputs) in batch.into_iter().zip(parts) {
                 let queue_time = dispatched.saturating_duration_since(p.enqueued);
-                let _ = p.reply.send(Ok(Response { outputs, batch_size: total, queue_time, compute_time: t3 - t0 }));
+                let _ = p.reply.send(Ok(Response {
+                    outputs,
+                    batch_size: total,
+                    queue_time,
+                    compute_time: t3 - t0,
+                }));
             }
         }
         Err(e) => {
@@ -284,7 +322,11 @@ fn run_batch(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>, di
     }
 }
 
-async fn run_actor(mut rx: mpsc::UnboundedReceiver<Msg>, instances: Vec<BatchTx>, shared: Arc<Shared>) {
+async fn run_actor(
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    instances: Vec<BatchTx>,
+    shared: Arc<Shared>,
+) {
     let levels = shared.config.priority_levels as usize;
     let mut queues: Vec<VecDeque<Pending>> = (0..levels).map(|_| VecDeque::new()).collect();
     let mut free: Vec<usize> = (0..instances.len()).rev().collect();
@@ -296,7 +338,10 @@ async fn run_actor(mut rx: mpsc::UnboundedReceiver<Msg>, instances: Vec<BatchTx>
                 m = rx.recv() => match m { Some(m) => Some(m), None => break },
                 () = tokio::time::sleep_until(at.into()) => None,
             },
-            None => match rx.recv().await { Some(m) => Some(m), None => break },
+            None => match rx.recv().await {
+                Some(m) => Some(m),
+                None => break,
+            },
         };
         if let Some(m) = msg {
             apply(m, &mut queues, &mut free);
@@ -386,12 +431,14 @@ fn dispatch(
                 }
             }
         }
-        let Some(head) = head else { return None };
+        let head = head?;
         let due = head.enqueued + cfg.max_queue_delay;
         let ready = closed || now >= due || cfg.preferred_batch_sizes.contains(&rows);
         if !ready {
             return Some(due);
         }
+        // The instance first: requests leave the queue only when one takes them.
+        let instance = free.pop()?;
         // Remove back to front so earlier indices stay valid.
         let mut batch: Vec<Pending> = Vec::with_capacity(take.len());
         for &(level, i) in take.iter().rev() {
@@ -402,7 +449,6 @@ fn dispatch(
         batch.reverse();
         shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         shared.dispatched.fetch_add(batch.len(), Ordering::AcqRel);
-        let Some(instance) = free.pop() else { return None };
         if let Err(e) = instances[instance].send((batch, Instant::now())) {
             // The instance thread is gone; its requests are answered by
             // dropping their reply senders (the caller sees an internal error).

@@ -70,7 +70,11 @@ impl ModelStats {
     }
 
     pub fn record_request(&mut self, ok: bool, total: Duration, queue: Option<Duration>) {
-        if ok { self.success.add(total, 1) } else { self.fail.add(total, 1) }
+        if ok {
+            self.success.add(total, 1)
+        } else {
+            self.fail.add(total, 1)
+        }
         if let Some(q) = queue {
             self.queue.add(q, 1);
         }

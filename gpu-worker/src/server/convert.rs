@@ -33,7 +33,9 @@ fn typed_bytes(name: &str, dtype: DataType, c: &InferTensorContents) -> Result<B
     })
     .and_then(|b: Bytes| {
         if b.is_empty() && !c.bytes_contents.is_empty() {
-            Err(EngineError::InvalidArgument(format!("input '{name}': BYTES contents given for a {dtype} input")))
+            Err(EngineError::InvalidArgument(format!(
+                "input '{name}': BYTES contents given for a {dtype} input"
+            )))
         } else {
             Ok(b)
         }
@@ -42,7 +44,9 @@ fn typed_bytes(name: &str, dtype: DataType, c: &InferTensorContents) -> Result<B
 
 /// The request's inputs as named engine tensors, and whether it used raw
 /// contents (so the answer can do the same).
-pub fn request_inputs(req: &ModelInferRequest) -> Result<(Vec<(String, Tensor)>, bool), EngineError> {
+pub fn request_inputs(
+    req: &ModelInferRequest,
+) -> Result<(Vec<(String, Tensor)>, bool), EngineError> {
     let raw = !req.raw_input_contents.is_empty();
     if raw && req.raw_input_contents.len() != req.inputs.len() {
         return Err(EngineError::InvalidArgument(format!(
@@ -56,21 +60,31 @@ pub fn request_inputs(req: &ModelInferRequest) -> Result<(Vec<(String, Tensor)>,
     }
     let mut out = Vec::with_capacity(req.inputs.len());
     for (i, t) in req.inputs.iter().enumerate() {
-        out.push((t.name.clone(), input_tensor(t, raw.then(|| req.raw_input_contents[i].clone()))?));
+        out.push((
+            t.name.clone(),
+            input_tensor(t, raw.then(|| req.raw_input_contents[i].clone()))?,
+        ));
     }
     Ok((out, raw))
 }
 
 fn input_tensor(t: &InferInputTensor, raw: Option<Bytes>) -> Result<Tensor, EngineError> {
     let dtype = DataType::from_v2_name(&t.datatype).ok_or_else(|| {
-        EngineError::InvalidArgument(format!("input '{}': unsupported datatype '{}'", t.name, t.datatype))
+        EngineError::InvalidArgument(format!(
+            "input '{}': unsupported datatype '{}'",
+            t.name, t.datatype
+        ))
     })?;
     let data = match (raw, &t.contents) {
         (Some(raw), _) => raw,
         (None, Some(c)) => typed_bytes(&t.name, dtype, c)?,
         (None, None) => Bytes::new(),
     };
-    Ok(Tensor { dtype, shape: t.shape.clone(), data })
+    Ok(Tensor {
+        dtype,
+        shape: t.shape.clone(),
+        data,
+    })
 }
 
 /// One output for the answer; with `raw`, its bytes go to `raw_output_contents`.
@@ -94,7 +108,9 @@ pub fn output_tensor(name: &str, t: Tensor, raw: bool) -> (InferOutputTensor, Op
         DataType::Int8 => c.int_contents = t.to_vec::<i8>().into_iter().map(i32::from).collect(),
         DataType::Uint64 => c.uint64_contents = t.to_vec::<u64>(),
         DataType::Uint32 => c.uint_contents = t.to_vec::<u32>(),
-        DataType::Uint16 => c.uint_contents = t.to_vec::<u16>().into_iter().map(u32::from).collect(),
+        DataType::Uint16 => {
+            c.uint_contents = t.to_vec::<u16>().into_iter().map(u32::from).collect()
+        }
         DataType::Uint8 => c.uint_contents = t.data.iter().map(|&b| u32::from(b)).collect(),
         DataType::Bool => c.bool_contents = t.data.iter().map(|&b| b != 0).collect(),
     }
@@ -129,12 +145,22 @@ mod tests {
             name: "x".into(),
             datatype: "FP32".into(),
             shape: vec![1, 2],
-            contents: Some(InferTensorContents { fp32_contents: vec![1.5, -2.0], ..Default::default() }),
+            contents: Some(InferTensorContents {
+                fp32_contents: vec![1.5, -2.0],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let a = input_tensor(&typed, None).unwrap();
         let raw = Bytes::from([1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
-        let b = input_tensor(&InferInputTensor { contents: None, ..typed }, Some(raw)).unwrap();
+        let b = input_tensor(
+            &InferInputTensor {
+                contents: None,
+                ..typed
+            },
+            Some(raw),
+        )
+        .unwrap();
         assert_eq!(a, b);
         let (out, none) = output_tensor("y", a, false);
         assert!(none.is_none());

@@ -17,7 +17,11 @@ pub fn server() -> ServerMetadataResponse {
 }
 
 pub fn model(name: &str, deployment: &str, s: &Scheduler) -> ModelMetadataResponse {
-    let meta = |t: &TensorSpec| TensorMetadata { name: t.name.clone(), datatype: t.dtype.v2_name().into(), shape: t.dims.clone() };
+    let meta = |t: &TensorSpec| TensorMetadata {
+        name: t.name.clone(),
+        datatype: t.dtype.v2_name().into(),
+        shape: t.dims.clone(),
+    };
     ModelMetadataResponse {
         name: name.into(),
         versions: vec![deployment.into()],
@@ -31,7 +35,13 @@ pub fn config(name: &str, s: &Scheduler) -> ModelConfig {
     let sig = s.signature();
     let cfg = s.config();
     let batched = cfg.max_batch_size > 0;
-    let dims = |t: &TensorSpec| if batched { t.dims[1..].to_vec() } else { t.dims.clone() };
+    let dims = |t: &TensorSpec| {
+        if batched {
+            t.dims[1..].to_vec()
+        } else {
+            t.dims.clone()
+        }
+    };
     ModelConfig {
         name: name.into(),
         platform: "onnxruntime_onnx".into(),
@@ -40,12 +50,22 @@ pub fn config(name: &str, s: &Scheduler) -> ModelConfig {
         input: sig
             .inputs
             .iter()
-            .map(|t| ModelInput { name: t.name.clone(), data_type: config_dtype(t.dtype), dims: dims(t), ..Default::default() })
+            .map(|t| ModelInput {
+                name: t.name.clone(),
+                data_type: config_dtype(t.dtype),
+                dims: dims(t),
+                ..Default::default()
+            })
             .collect(),
         output: sig
             .outputs
             .iter()
-            .map(|t| ModelOutput { name: t.name.clone(), data_type: config_dtype(t.dtype), dims: dims(t), ..Default::default() })
+            .map(|t| ModelOutput {
+                name: t.name.clone(),
+                data_type: config_dtype(t.dtype),
+                dims: dims(t),
+                ..Default::default()
+            })
             .collect(),
         instance_group: vec![ModelInstanceGroup {
             name: format!("{name}_cpu"),
@@ -55,7 +75,11 @@ pub fn config(name: &str, s: &Scheduler) -> ModelConfig {
         }],
         scheduling_choice: batched.then(|| {
             model_config::SchedulingChoice::DynamicBatching(ModelDynamicBatching {
-                preferred_batch_size: cfg.preferred_batch_sizes.iter().map(|&b| b as i32).collect(),
+                preferred_batch_size: cfg
+                    .preferred_batch_sizes
+                    .iter()
+                    .map(|&b| b as i32)
+                    .collect(),
                 max_queue_delay_microseconds: cfg.max_queue_delay.as_micros() as u64,
                 priority_levels: u64::from(cfg.priority_levels),
                 default_priority_level: u64::from(cfg.default_priority),
@@ -67,7 +91,10 @@ pub fn config(name: &str, s: &Scheduler) -> ModelConfig {
 }
 
 fn dur(d: Duration64) -> Option<StatisticDuration> {
-    Some(StatisticDuration { count: d.count, ns: d.ns })
+    Some(StatisticDuration {
+        count: d.count,
+        ns: d.ns,
+    })
 }
 
 pub fn statistics(name: &str, deployment: &str, s: &Scheduler) -> ModelStatistics {

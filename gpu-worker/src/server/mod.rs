@@ -12,14 +12,11 @@ pub use proto::deadline_of;
 
 use crate::engine::EngineError;
 use crate::scheduler::{Request, Scheduler};
-use futures::StreamExt;
 use proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use proto::inference::*;
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 /// The engine's refusals as gRPC statuses (DESIGN.md's error table).
@@ -28,7 +25,9 @@ pub fn status_of(e: EngineError) -> Status {
         EngineError::InvalidArgument(m) => Status::invalid_argument(m),
         EngineError::NotFound(m) => Status::not_found(m),
         EngineError::ResourceExhausted(m) => Status::resource_exhausted(m),
-        EngineError::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded before the request ran"),
+        EngineError::DeadlineExceeded => {
+            Status::deadline_exceeded("deadline exceeded before the request ran")
+        }
         EngineError::Unavailable(m) => Status::unavailable(m),
         e @ (EngineError::Internal(_) | EngineError::Runtime(_)) => Status::internal(e.to_string()),
     }
@@ -46,7 +45,9 @@ impl Deployments {
         for (endpoint, deployment, s) in list {
             map.entry(endpoint).or_default().insert(deployment, s);
         }
-        Deployments { by_endpoint: Arc::new(map) }
+        Deployments {
+            by_endpoint: Arc::new(map),
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &Scheduler)> {
@@ -66,11 +67,15 @@ impl Deployments {
                 return Ok((d, s));
             }
             let names: Vec<&String> = ds.keys().collect();
-            return Err(Status::not_found(format!("model '{name}' has deployments {names:?}; name one as the version")));
+            return Err(Status::not_found(format!(
+                "model '{name}' has deployments {names:?}; name one as the version"
+            )));
         }
         ds.get_key_value(version)
             .map(|(d, s)| (d.as_str(), s))
-            .ok_or_else(|| Status::not_found(format!("model '{name}' has no deployment '{version}'")))
+            .ok_or_else(|| {
+                Status::not_found(format!("model '{name}' has no deployment '{version}'"))
+            })
     }
 }
 
@@ -84,7 +89,11 @@ impl WorkerService {
         WorkerService { deployments }
     }
 
-    pub async fn infer(&self, deadline: Option<Instant>, req: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+    pub async fn infer(
+        &self,
+        deadline: Option<Instant>,
+        req: ModelInferRequest,
+    ) -> Result<ModelInferResponse, Status> {
         let (deployment, scheduler) = self.deployments.find(&req.model_name, &req.model_version)?;
         let (inputs, raw) = request_inputs(&req).map_err(status_of)?;
         let mut deadline = deadline;
@@ -92,7 +101,9 @@ impl WorkerService {
             let d = Instant::now() + Duration::from_micros(us as u64);
             deadline = Some(deadline.map_or(d, |x| x.min(d)));
         }
-        let priority = int_param(&req, "priority").unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+        let priority = int_param(&req, "priority")
+            .unwrap_or(0)
+            .clamp(0, u32::MAX as i64) as u32;
         let sig = scheduler.signature();
         // Check requested outputs before running anything.
         let wanted: Vec<usize> = if req.outputs.is_empty() {
@@ -101,17 +112,25 @@ impl WorkerService {
             req.outputs
                 .iter()
                 .map(|o| {
-                    sig.outputs.iter().position(|s| s.name == o.name).ok_or_else(|| {
-                        Status::invalid_argument(format!("unknown output '{}'", o.name))
-                    })
+                    sig.outputs
+                        .iter()
+                        .position(|s| s.name == o.name)
+                        .ok_or_else(|| {
+                            Status::invalid_argument(format!("unknown output '{}'", o.name))
+                        })
                 })
                 .collect::<Result<_, _>>()?
         };
         let resp = scheduler
-            .infer(Request { inputs, deadline, priority })
+            .infer(Request {
+                inputs,
+                deadline,
+                priority,
+            })
             .await
             .map_err(status_of)?;
-        let mut outputs: Vec<Option<crate::engine::Tensor>> = resp.outputs.into_iter().map(Some).collect();
+        let mut outputs: Vec<Option<crate::engine::Tensor>> =
+            resp.outputs.into_iter().map(Some).collect();
         let mut answer = ModelInferResponse {
             model_name: req.model_name,
             model_version: deployment.to_string(),
@@ -119,7 +138,9 @@ impl WorkerService {
             ..Default::default()
         };
         for i in wanted {
-            let Some(t) = outputs.get_mut(i).and_then(Option::take) else { continue };
+            let Some(t) = outputs.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
             let (out, bytes) = output_tensor(&sig.outputs[i].name, t, raw);
             answer.outputs.push(out);
             answer.raw_output_contents.extend(bytes);
@@ -137,53 +158,81 @@ fn int_param(req: &ModelInferRequest, key: &str) -> Option<i64> {
     }
 }
 
-type StreamOut = Pin<Box<dyn futures::Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl GrpcInferenceService for WorkerService {
-    async fn server_live(&self, _: GrpcRequest<ServerLiveRequest>) -> Result<GrpcResponse<ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: GrpcRequest<ServerLiveRequest>,
+    ) -> Result<GrpcResponse<ServerLiveResponse>, Status> {
         Ok(GrpcResponse::new(ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: GrpcRequest<ServerReadyRequest>) -> Result<GrpcResponse<ServerReadyResponse>, Status> {
+    async fn server_ready(
+        &self,
+        _: GrpcRequest<ServerReadyRequest>,
+    ) -> Result<GrpcResponse<ServerReadyResponse>, Status> {
         Ok(GrpcResponse::new(ServerReadyResponse { ready: true }))
     }
 
-    async fn model_ready(&self, r: GrpcRequest<ModelReadyRequest>) -> Result<GrpcResponse<ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        r: GrpcRequest<ModelReadyRequest>,
+    ) -> Result<GrpcResponse<ModelReadyResponse>, Status> {
         let r = r.into_inner();
         let ready = self.deployments.find(&r.name, &r.version).is_ok();
         Ok(GrpcResponse::new(ModelReadyResponse { ready }))
     }
 
-    async fn server_metadata(&self, _: GrpcRequest<ServerMetadataRequest>) -> Result<GrpcResponse<ServerMetadataResponse>, Status> {
+    async fn server_metadata(
+        &self,
+        _: GrpcRequest<ServerMetadataRequest>,
+    ) -> Result<GrpcResponse<ServerMetadataResponse>, Status> {
         Ok(GrpcResponse::new(metadata::server()))
     }
 
-    async fn model_metadata(&self, r: GrpcRequest<ModelMetadataRequest>) -> Result<GrpcResponse<ModelMetadataResponse>, Status> {
+    async fn model_metadata(
+        &self,
+        r: GrpcRequest<ModelMetadataRequest>,
+    ) -> Result<GrpcResponse<ModelMetadataResponse>, Status> {
         let r = r.into_inner();
         let (d, s) = self.deployments.find(&r.name, &r.version)?;
         Ok(GrpcResponse::new(metadata::model(&r.name, d, s)))
     }
 
-    async fn model_config(&self, r: GrpcRequest<ModelConfigRequest>) -> Result<GrpcResponse<ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        r: GrpcRequest<ModelConfigRequest>,
+    ) -> Result<GrpcResponse<ModelConfigResponse>, Status> {
         let r = r.into_inner();
         let (_, s) = self.deployments.find(&r.name, &r.version)?;
-        Ok(GrpcResponse::new(ModelConfigResponse { config: Some(metadata::config(&r.name, s)) }))
+        Ok(GrpcResponse::new(ModelConfigResponse {
+            config: Some(metadata::config(&r.name, s)),
+        }))
     }
 
     /// Per deployment when the version names one; otherwise summed per
     /// endpoint with a numeric version (see `proto::stats`).
-    async fn model_statistics(&self, r: GrpcRequest<ModelStatisticsRequest>) -> Result<GrpcResponse<ModelStatisticsResponse>, Status> {
+    async fn model_statistics(
+        &self,
+        r: GrpcRequest<ModelStatisticsRequest>,
+    ) -> Result<GrpcResponse<ModelStatisticsResponse>, Status> {
         let r = r.into_inner();
         if !r.version.is_empty() {
             let (d, s) = self.deployments.find(&r.name, &r.version)?;
-            return Ok(GrpcResponse::new(ModelStatisticsResponse { model_stats: vec![metadata::statistics(&r.name, d, s)] }));
+            return Ok(GrpcResponse::new(ModelStatisticsResponse {
+                model_stats: vec![metadata::statistics(&r.name, d, s)],
+            }));
         }
         if !r.name.is_empty() && !self.deployments.iter().any(|(e, _, _)| e == r.name) {
             return Err(Status::not_found(format!("unknown model '{}'", r.name)));
         }
-        let mut summed: std::collections::BTreeMap<&str, ModelStatistics> = std::collections::BTreeMap::new();
-        for (e, d, s) in self.deployments.iter().filter(|(e, _, _)| r.name.is_empty() || *e == r.name) {
+        let mut summed: std::collections::BTreeMap<&str, ModelStatistics> =
+            std::collections::BTreeMap::new();
+        for (e, d, s) in self
+            .deployments
+            .iter()
+            .filter(|(e, _, _)| r.name.is_empty() || *e == r.name)
+        {
             let one = metadata::statistics(e, d, s);
             let total = match summed.remove(e) {
                 Some(t) => proto::stats::merge(t, one),
@@ -201,41 +250,30 @@ impl GrpcInferenceService for WorkerService {
         Ok(GrpcResponse::new(ModelStatisticsResponse { model_stats }))
     }
 
-    async fn model_infer(&self, r: GrpcRequest<ModelInferRequest>) -> Result<GrpcResponse<ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        r: GrpcRequest<ModelInferRequest>,
+    ) -> Result<GrpcResponse<ModelInferResponse>, Status> {
         let deadline = deadline_of(&r);
-        Ok(GrpcResponse::new(self.infer(deadline, r.into_inner()).await?))
+        Ok(GrpcResponse::new(
+            self.infer(deadline, r.into_inner()).await?,
+        ))
     }
 
-    type ModelStreamInferStream = StreamOut;
+    type ModelStreamInferStream = proto::stream::Answers;
 
-    /// Each request on the stream is scheduled as it arrives; answers go back
-    /// as they finish, matched by `id`. Failures travel in `error_message`
-    /// and do not end the stream.
     async fn model_stream_infer(
         &self,
         r: GrpcRequest<tonic::Streaming<ModelInferRequest>>,
     ) -> Result<GrpcResponse<Self::ModelStreamInferStream>, Status> {
         let deadline = deadline_of(&r);
-        let mut incoming = r.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
         let svc = self.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = incoming.next().await {
-                let Ok(req) = msg else { break };
-                let (svc, tx) = (svc.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let id = req.id.clone();
-                    let out = match svc.infer(deadline, req).await {
-                        Ok(resp) => ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) },
-                        Err(s) => ModelStreamInferResponse {
-                            error_message: s.message().to_string(),
-                            infer_response: Some(ModelInferResponse { id, ..Default::default() }),
-                        },
-                    };
-                    let _ = tx.send(Ok(out)).await;
-                });
-            }
-        });
-        Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(GrpcResponse::new(proto::stream::serve(
+            r.into_inner(),
+            move |req| {
+                let svc = svc.clone();
+                async move { svc.infer(deadline, req).await }
+            },
+        )))
     }
 }

@@ -31,7 +31,11 @@ impl std::str::FromStr for DeploymentSpec {
         if endpoint.is_empty() || deployment.is_empty() || path.is_empty() {
             return Err(err());
         }
-        Ok(DeploymentSpec { endpoint: endpoint.into(), deployment: deployment.into(), model: path.into() })
+        Ok(DeploymentSpec {
+            endpoint: endpoint.into(),
+            deployment: deployment.into(),
+            model: path.into(),
+        })
     }
 }
 
@@ -80,8 +84,11 @@ pub enum WorkerError {
 pub fn load(config: &WorkerConfig) -> Result<Deployments, WorkerError> {
     let mut list = Vec::new();
     for d in &config.deployments {
-        let factory = OrtFactory::new(&d.model, config.ort.clone())
-            .map_err(|source| WorkerError::Model { model: d.model.display().to_string(), source })?;
+        let factory =
+            OrtFactory::new(&d.model, config.ort.clone()).map_err(|source| WorkerError::Model {
+                model: d.model.display().to_string(),
+                source,
+            })?;
         let sig = factory.signature().clone();
         let name = format!("{}/{}", d.endpoint, d.deployment);
         let s = Scheduler::start(name, Arc::new(factory), sig, config.scheduler.clone())?;
@@ -104,7 +111,10 @@ pub async fn serve(
         Some(url) => {
             let conn = router::registry::connect(url).await?;
             let record = WorkerRecord {
-                id: config.id.clone().unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), address)),
+                id: config
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), address)),
                 address: address.clone(),
                 deployments: deployments
                     .iter()

@@ -46,7 +46,11 @@ pub mod tempdir {
     pub struct Dir(pub std::path::PathBuf);
     impl Dir {
         pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("sb-test-{}-{}", std::process::id(), rand::random::<u64>()));
+            let p = std::env::temp_dir().join(format!(
+                "sb-test-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
             std::fs::create_dir_all(&p).expect("temp dir");
             Dir(p)
         }
@@ -69,7 +73,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             gateway: gateway::GatewayConfig::default(),
-            deployments: vec![("digits", "blue", "digits_mlp.onnx"), ("digits", "green", "digits_logreg.onnx")],
+            deployments: vec![
+                ("digits", "blue", "digits_mlp.onnx"),
+                ("digits", "green", "digits_logreg.onnx"),
+            ],
             scheduler: SchedulerConfig::default(),
         }
     }
@@ -78,11 +85,20 @@ impl Default for Options {
 impl Cluster {
     pub async fn start(opts: Options) -> Cluster {
         let dir = tempdir::Dir::new();
-        let redis = RedisServer::start(&dir.0.join("redis")).await.expect("redis-server");
+        let redis = RedisServer::start(&dir.0.join("redis"))
+            .await
+            .expect("redis-server");
         let (stop, _) = watch::channel(false);
-        let mut c = Cluster { redis, dir, gateway_url: String::new(), stop, children: Vec::new() };
+        let mut c = Cluster {
+            redis,
+            dir,
+            gateway_url: String::new(),
+            stop,
+            children: Vec::new(),
+        };
         if !opts.deployments.is_empty() {
-            c.start_worker(&opts.deployments, opts.scheduler.clone()).await;
+            c.start_worker(&opts.deployments, opts.scheduler.clone())
+                .await;
         }
         c.gateway_url = c.start_gateway(opts.gateway).await;
         c
@@ -105,11 +121,19 @@ impl Cluster {
         url
     }
 
-    pub async fn start_worker(&self, deployments: &[(&str, &str, &str)], scheduler: SchedulerConfig) -> String {
+    pub async fn start_worker(
+        &self,
+        deployments: &[(&str, &str, &str)],
+        scheduler: SchedulerConfig,
+    ) -> String {
         let config = WorkerConfig {
             deployments: deployments
                 .iter()
-                .map(|(e, d, m)| DeploymentSpec { endpoint: e.to_string(), deployment: d.to_string(), model: models().join(m) })
+                .map(|(e, d, m)| DeploymentSpec {
+                    endpoint: e.to_string(),
+                    deployment: d.to_string(),
+                    model: models().join(m),
+                })
                 .collect(),
             scheduler,
             redis_url: Some(self.redis.url()),
@@ -117,7 +141,11 @@ impl Cluster {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(gpu_worker::server::run::serve(config, listener, self.stopped()));
+        tokio::spawn(gpu_worker::server::run::serve(
+            config,
+            listener,
+            self.stopped(),
+        ));
         addr
     }
 
@@ -126,7 +154,15 @@ impl Cluster {
     pub fn spawn_worker_process(&mut self, endpoint: &str, deployment: &str, model: &str) {
         let spec = format!("{endpoint}/{deployment}={}", models().join(model).display());
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["worker", "--listen", "127.0.0.1:0", "--redis", &self.redis.url(), "--deployment", &spec])
+            .args([
+                "worker",
+                "--listen",
+                "127.0.0.1:0",
+                "--redis",
+                &self.redis.url(),
+                "--deployment",
+                &spec,
+            ])
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -141,21 +177,46 @@ impl Cluster {
 
     /// Workers registered for endpoint/deployment right now.
     pub async fn registered(&self, endpoint: &str, deployment: &str) -> usize {
-        let Ok(mut conn) = router::registry::connect(&self.redis.url()).await else { return 0 };
+        let Ok(mut conn) = router::registry::connect(&self.redis.url()).await else {
+            return 0;
+        };
         router::registry::discover(&mut conn)
             .await
-            .map(|ws| ws.iter().filter(|w| w.deployments.iter().any(|d| d.endpoint == endpoint && d.deployment == deployment)).count())
+            .map(|ws| {
+                ws.iter()
+                    .filter(|w| {
+                        w.deployments
+                            .iter()
+                            .any(|d| d.endpoint == endpoint && d.deployment == deployment)
+                    })
+                    .count()
+            })
             .unwrap_or(0)
     }
 
     /// Creates `digits` with blue and green at 90/10; returns the primary key.
     pub async fn deploy_digits(&self) -> String {
         let admin = self.admin().await;
-        let created = admin.create_endpoint("digits", pb::AuthMode::Key).await.unwrap();
+        let created = admin
+            .create_endpoint("digits", pb::AuthMode::Key)
+            .await
+            .unwrap();
         for d in ["blue", "green"] {
-            admin.create_deployment("digits", pb::Deployment { name: d.into(), ..Default::default() }).await.unwrap();
+            admin
+                .create_deployment(
+                    "digits",
+                    pb::Deployment {
+                        name: d.into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
         }
-        admin.set_traffic("digits", &[("blue", 90), ("green", 10)]).await.unwrap();
+        admin
+            .set_traffic("digits", &[("blue", 90), ("green", 10)])
+            .await
+            .unwrap();
         created.primary_key
     }
 }
@@ -178,7 +239,9 @@ pub async fn connect(url: &str, key: Option<&str>) -> Client {
 }
 
 pub async fn connect_pinned(url: &str, key: Option<&str>, pin: &str) -> Client {
-    Client::connect_pinned(url, key, Some(pin)).await.expect("connect")
+    Client::connect_pinned(url, key, Some(pin))
+        .await
+        .expect("connect")
 }
 
 impl Cluster {
@@ -186,13 +249,23 @@ impl Cluster {
     /// named deployment.
     pub async fn wait_routable(&self, url: &str, endpoint: &str, deployments: &[&str]) {
         let admin = connect(url, Some(ADMIN)).await;
-        wait_until("deployments to have healthy replicas", Duration::from_secs(15), || {
-            let admin = admin.clone();
-            async move {
-                let Ok(e) = admin.get_endpoint(endpoint).await else { return false };
-                deployments.iter().all(|d| e.deployments.iter().any(|x| x.name == *d && x.replicas_healthy > 0))
-            }
-        })
+        wait_until(
+            "deployments to have healthy replicas",
+            Duration::from_secs(15),
+            || {
+                let admin = admin.clone();
+                async move {
+                    let Ok(e) = admin.get_endpoint(endpoint).await else {
+                        return false;
+                    };
+                    deployments.iter().all(|d| {
+                        e.deployments
+                            .iter()
+                            .any(|x| x.name == *d && x.replicas_healthy > 0)
+                    })
+                }
+            },
+        )
         .await;
     }
 }
