@@ -17,7 +17,8 @@ use switchboard::up::{self, UpArgs};
 struct Cli {
     #[command(flatten)]
     conn: Conn,
-    /// Runtime worker threads (default: one per core).
+    /// Async runtime threads (default: half the cores, at least one; the
+    /// other half is left to model instances, which run on their own threads).
     #[arg(long, global = true, env = "SWITCHBOARD_THREADS")]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -58,10 +59,9 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.threads {
-        rt.worker_threads(n.max(1));
-    }
+    rt.worker_threads(cli.threads.unwrap_or(cores / 2).max(1));
     rt.enable_all()
         .build()
         .context("starting the async runtime")?
