@@ -166,4 +166,5 @@ async fn worker_serves_v2_directly_with_metrics() {
     assert!(body.contains("switchboard_batch_size"), "{body}");
     assert!(body.contains("model=\"digits/blue\""), "{body}");
     assert!(body.contains("switchboard_requests_total"), "{body}");
+    assert!(body.contains("switchboard_queue_seconds"), "{body}");
 }

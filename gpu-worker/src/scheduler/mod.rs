@@ -66,6 +66,9 @@ pub struct Response {
     pub outputs: Vec<Tensor>,
     /// Rows in the batch this request ran in.
     pub batch_size: usize,
+    /// The batch (per instance) it ran in, as in the `batch` span.
+    pub instance: usize,
+    pub batch_id: u64,
     pub queue_time: Duration,
     pub compute_time: Duration,
 }
@@ -213,6 +216,13 @@ impl Scheduler {
         let result = rx
             .await
             .unwrap_or_else(|_| Err(EngineError::Internal("model instance stopped".into())));
+        // Ties the request to its batch's span (`batch{instance, id}`).
+        match &result {
+            Ok(r) => {
+                debug!(model = %s.name, rows, instance = r.instance, batch = r.batch_id, batch_size = r.batch_size, queue_us = r.queue_time.as_micros() as u64, "request done")
+            }
+            Err(e) => debug!(model = %s.name, rows, error = %e, "request failed"),
+        }
         let queue = result.as_ref().ok().map(|r| r.queue_time);
         if let Ok(mut st) = s.stats.lock() {
             st.record_request(result.is_ok(), start.elapsed(), queue);
@@ -303,14 +313,20 @@ fn run_batch(
         .record((t3 - t0).as_secs_f64());
     match outputs {
         Ok(parts) => {
+            let queue_hist =
+                metrics::histogram!("switchboard_queue_seconds", "model" => shared.name.clone());
             for (p, outputs) in batch.into_iter().zip(parts) {
                 let queue_time = dispatched.saturating_duration_since(p.enqueued);
-                let _ = p.reply.send(Ok(Response {
+                queue_hist.record(queue_time.as_secs_f64());
+                let resp = Response {
                     outputs,
                     batch_size: total,
+                    instance,
+                    batch_id: id,
                     queue_time,
                     compute_time: t3 - t0,
-                }));
+                };
+                let _ = p.reply.send(Ok(resp));
             }
         }
         Err(e) => {
