@@ -10,4 +10,9 @@ cargo check --locked -p gpu-worker -p switchboard --features switchboard/cuda,gp
 # Unmodified Triton clients (tritonclient, perf_analyzer) against `switchboard up`.
 cargo build --locked -p switchboard
 scripts/compat.sh target/debug/switchboard
-cargo test --workspace --locked 2>&1
+log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for all the test binaries (cargo prints one per binary,
+# and the last ones are doc-test runs with nothing in them).
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+rm -f "$log"

@@ -163,49 +163,53 @@ async fn invalid_input_is_refused_with_the_input_named() {
 async fn priority_one_is_served_before_waiting_lower_priority() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let f = Fixture::load("convnet").unwrap();
-    // One request per batch, so the order of batches is the order served.
+    // Every request is a full batch of 16 rows (several ms each), so the
+    // order batches run in is the order requests are served in.
     let cfg = SchedulerConfig {
-        max_batch_size: 1,
+        max_batch_size: 16,
         priority_levels: 2,
         default_priority: 2,
         ..Default::default()
     };
     let s = start(&f, cfg);
+    let full = |priority| Request {
+        inputs: f.input_rows(0, 16),
+        deadline: None,
+        priority,
+    };
+    let busy = {
+        let (s, r) = (s.clone(), full(2));
+        tokio::spawn(async move { s.infer(r).await.unwrap() })
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while s.dispatched() == 0 {
+        assert!(Instant::now() < until, "first batch never dispatched");
+        tokio::task::yield_now().await;
+    }
     let done_low = Arc::new(AtomicUsize::new(0));
     let mut lows = Vec::new();
-    for _ in 0..20 {
-        let (s, done, inputs) = (s.clone(), done_low.clone(), f.input_rows(0, 1));
+    for _ in 0..3 {
+        let (s, done, r) = (s.clone(), done_low.clone(), full(2));
         lows.push(tokio::spawn(async move {
-            s.infer(Request {
-                inputs,
-                deadline: None,
-                priority: 2,
-            })
-            .await
-            .unwrap();
+            s.infer(r).await.unwrap();
             done.fetch_add(1, Ordering::SeqCst);
         }));
     }
-    let until = Instant::now() + Duration::from_secs(10);
-    while s.queue_depth() < 10 {
+    while s.queue_depth() + s.dispatched() < 4 {
         assert!(Instant::now() < until, "low-priority requests never queued");
         tokio::task::yield_now().await;
     }
-    // Every low request already handed to the instance may finish first;
-    // none still waiting may.
-    let dispatched_before = s.dispatched();
-    s.infer(Request {
-        inputs: f.input_rows(0, 1),
-        deadline: None,
-        priority: 1,
-    })
-    .await
-    .unwrap();
+    // Low requests already handed to the instance (besides the first) may
+    // finish first, and one more if the instance frees up between this read
+    // and the high request's arrival; none other may. FIFO would let all 3.
+    let lows_dispatched = s.dispatched() - 1;
+    s.infer(full(1)).await.unwrap();
     let low_done_first = done_low.load(Ordering::SeqCst);
     assert!(
-        low_done_first <= dispatched_before + 1,
-        "{low_done_first} low-priority requests finished before the high one ({dispatched_before} had been dispatched)"
+        low_done_first <= lows_dispatched + 1,
+        "{low_done_first} low-priority requests finished before the high one ({lows_dispatched} had been dispatched)"
     );
+    busy.await.unwrap();
     for t in lows {
         t.await.unwrap();
     }
