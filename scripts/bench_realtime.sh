@@ -49,9 +49,9 @@ field() { python3 -c "import json,sys; d=json.load(open('$1')); v=d$2; print(v i
 echo "| path | concurrency | infer/s | p50 µs | p99 µs | server CPU µs/req | load tool CPU µs/req |"
 echo "|---|---|---|---|---|---|---|"
 for c in 1 16 64; do
-  "$lt" --url http://127.0.0.1:"$wp" --model digits --concurrency "$c" --duration "$secs" --warmup 2 \
+  "$lt" --quiet --url http://127.0.0.1:"$wp" --model digits --concurrency "$c" --duration "$secs" --warmup 2 \
     --server-pids "$worker" --report-json "$out/direct_c$c.json" >/dev/null
-  "$lt" --url http://127.0.0.1:"$gp" --model digits --token "$key" --concurrency "$c" --duration "$secs" --warmup 2 \
+  "$lt" --quiet --url http://127.0.0.1:"$gp" --model digits --token "$key" --concurrency "$c" --duration "$secs" --warmup 2 \
     --server-pids "$worker,$gateway" --report-json "$out/gateway_c$c.json" >/dev/null
   for p in direct gateway; do
     f=$out/${p}_c$c.json
@@ -61,7 +61,7 @@ done
 
 # Compute-bound: the conv net through the worker at saturation, against raw
 # ORT (same single thread, no server) at the batch size the scheduler formed.
-"$lt" --url http://127.0.0.1:"$wp" --model conv --concurrency 64 --duration "$secs" --warmup 2 \
+"$lt" --quiet --url http://127.0.0.1:"$wp" --model conv --concurrency 64 --duration "$secs" --warmup 2 \
   --server-pids "$worker" --report-json "$out/conv_c64.json" >/dev/null
 served=$(field "$out/conv_c64.json" "['rows_per_s']")
 mean=$(field "$out/conv_c64.json" "['server_mean_batch']")

@@ -1,67 +1,223 @@
-use anyhow::Result;
-use clap::Parser;
-use loadtest::{LoadConfig, run_closed_loop};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use loadtest::testserver::{Behaviour, TestServer};
+use loadtest::{LoadConfig, Mode, SweepConfig};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Closed-loop load against a KServe V2 gRPC server.
+/// Load against a KServe V2 gRPC server: closed or open loop, sweeps, plans.
 #[derive(Debug, Parser)]
 #[command(name = "sb-loadtest")]
-struct Args {
-    #[arg(long, default_value = "http://127.0.0.1:8001")]
+struct Cli {
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8001")]
     url: String,
-    #[arg(long, default_value = "digits")]
+    #[arg(long, global = true, default_value = "digits")]
     model: String,
     /// Bearer credential.
-    #[arg(long, env = "SWITCHBOARD_KEY")]
+    #[arg(long, global = true, env = "SWITCHBOARD_KEY", hide_env_values = true)]
     token: Option<String>,
     /// Pin to a deployment (switchboard-deployment header).
-    #[arg(long)]
+    #[arg(long, global = true)]
     deployment: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    concurrency: usize,
-    /// HTTP/2 connections (default: one per 16 in flight).
+    /// Closed loop: requests in flight.
+    #[arg(long, conflicts_with = "rate")]
+    concurrency: Option<usize>,
+    /// Open loop: requests per second, sent on schedule whatever the server does.
     #[arg(long)]
+    rate: Option<f64>,
+    /// Open loop with exponential (Poisson) gaps instead of even ones.
+    #[arg(long, global = true)]
+    poisson: bool,
+    /// HTTP/2 connections (default: one per 16 in flight, at least 1; 4 in open loop).
+    #[arg(long, global = true)]
     connections: Option<usize>,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds measured (per window, in sweeps).
+    #[arg(long, global = true, default_value_t = 10.0)]
     duration: f64,
     /// Seconds run before measuring.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, global = true, default_value_t = 2.0)]
     warmup: f64,
     /// Rows per request.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, global = true, default_value_t = 1)]
     batch: usize,
     /// Send typed contents instead of raw bytes.
-    #[arg(long)]
+    #[arg(long, global = true)]
     typed: bool,
-    #[arg(long)]
-    report_json: Option<std::path::PathBuf>,
+    #[arg(long, global = true)]
+    report_json: Option<PathBuf>,
+    /// Writes report.json and report.md there.
+    #[arg(long, global = true)]
+    report_dir: Option<PathBuf>,
     /// Server process ids whose CPU time per request is reported.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, global = true, value_delimiter = ',')]
     server_pids: Vec<u32>,
+    /// No progress line.
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// The latency objective a passing rate must meet.
+    #[arg(long, default_value_t = 20.0)]
+    slo_p99_ms: f64,
+    #[arg(long, default_value_t = 0.001)]
+    max_error_rate: f64,
+    /// Search range (requests/s).
+    #[arg(long, default_value_t = 10.0)]
+    lo: f64,
+    #[arg(long, default_value_t = 50_000.0)]
+    hi: f64,
+    #[arg(long, default_value_t = 8)]
+    iterations: usize,
+    /// Windows per probed rate; all must pass.
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Highest open-loop rate whose p99 stays within the SLO, by binary search.
+    Sweep(SweepArgs),
+    /// Replicas needed for a target rate within the SLO, from a sweep of one replica.
+    Plan {
+        #[arg(long)]
+        target_rate: f64,
+        /// Share of each replica's capacity left free.
+        #[arg(long, default_value_t = 0.2)]
+        headroom: f64,
+        #[command(flatten)]
+        sweep: SweepArgs,
+    },
+    /// A V2 test server with a known service time (or none), for trying the tool.
+    ServeTest {
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        listen: String,
+        #[arg(long, default_value_t = 0)]
+        service_time_us: u64,
+        /// 0 = answer at once, no limit.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+}
+
+impl LoadArgs {
+    fn config(&self, mode: Mode) -> LoadConfig {
+        let connections = self.connections.unwrap_or(match mode {
+            Mode::Closed { concurrency } => concurrency.div_ceil(16).max(1),
+            Mode::Open { .. } => 4,
+        });
+        LoadConfig {
+            url: self.url.clone(),
+            model: self.model.clone(),
+            token: self.token.clone(),
+            pin: self.deployment.clone(),
+            mode,
+            connections,
+            duration: Duration::from_secs_f64(self.duration),
+            warmup: Duration::from_secs_f64(self.warmup),
+            batch: self.batch,
+            raw: !self.typed,
+            server_pids: self.server_pids.clone(),
+            progress: !self.quiet,
+            drain: Duration::from_secs(30),
+        }
+    }
+
+    fn write(&self, json: &str, markdown: Option<&str>) -> Result<()> {
+        if let Some(p) = &self.report_json {
+            std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+        }
+        if let Some(dir) = &self.report_dir {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("report.json"), json)?;
+            if let Some(md) = markdown {
+                std::fs::write(dir.join("report.md"), md)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sweep_config(load: &LoadArgs, s: &SweepArgs) -> SweepConfig {
+    let mut base = load.config(Mode::Open {
+        rate: s.lo,
+        poisson: load.poisson,
+    });
+    base.progress = false;
+    SweepConfig {
+        base,
+        slo_p99: Duration::from_secs_f64(s.slo_p99_ms / 1e3),
+        max_error_rate: s.max_error_rate,
+        lo: s.lo,
+        hi: s.hi,
+        iterations: s.iterations,
+        repeats: s.repeats,
+        poisson: load.poisson,
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let a = Args::parse();
-    let cfg = LoadConfig {
-        url: a.url,
-        model: a.model,
-        token: a.token,
-        pin: a.deployment,
-        concurrency: a.concurrency,
-        connections: a.connections.unwrap_or(a.concurrency.div_ceil(16)),
-        duration: Duration::from_secs_f64(a.duration),
-        warmup: Duration::from_secs_f64(a.warmup),
-        batch: a.batch,
-        raw: !a.typed,
-        server_pids: a.server_pids,
-    };
-    let report = run_closed_loop(cfg).await?;
-    let json = serde_json::to_string_pretty(&report)?;
-    if let Some(p) = a.report_json {
-        std::fs::write(&p, &json)?;
+    let cli = Cli::parse();
+    let a = &cli.load;
+    match &cli.cmd {
+        None => {
+            let mode = match (a.concurrency, a.rate) {
+                (_, Some(rate)) if rate > 0.0 => Mode::Open {
+                    rate,
+                    poisson: a.poisson,
+                },
+                (_, Some(_)) => bail!("--rate must be positive"),
+                (c, None) => Mode::Closed {
+                    concurrency: c.unwrap_or(1),
+                },
+            };
+            let report = loadtest::run(a.config(mode)).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            a.write(&json, Some(&report.markdown()))?;
+            println!("{json}");
+        }
+        Some(Cmd::Sweep(s)) => {
+            let result = loadtest::sweep(sweep_config(a, s)).await?;
+            let json = serde_json::to_string_pretty(&result)?;
+            a.write(&json, None)?;
+            println!("{json}");
+        }
+        Some(Cmd::Plan {
+            target_rate,
+            headroom,
+            sweep,
+        }) => {
+            let result = loadtest::sweep(sweep_config(a, sweep)).await?;
+            let plan = loadtest::plan(*target_rate, *headroom, result);
+            eprintln!("{}", plan.explanation);
+            let json = serde_json::to_string_pretty(&plan)?;
+            a.write(&json, None)?;
+            println!("{json}");
+        }
+        Some(Cmd::ServeTest {
+            listen,
+            service_time_us,
+            workers,
+        }) => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            let b = Behaviour {
+                service_time: Duration::from_micros(*service_time_us),
+                workers: *workers,
+            };
+            let server = TestServer::serve(listener, b).await?;
+            println!("test server on {}", server.url());
+            tokio::signal::ctrl_c().await?;
+        }
     }
-    println!("{json}");
     Ok(())
 }

@@ -1,0 +1,307 @@
+//! One measured run. Requests whose (intended) start falls in the measured
+//! window are recorded, however late they finish: a request stuck behind a
+//! stall is counted with its whole wait. Warm-up is excluded.
+
+use crate::cpu::{cpu_of, cpu_us};
+use crate::report::Report;
+use crate::target::Target;
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// N requests always in flight.
+    Closed { concurrency: usize },
+    /// Sends at `rate` per second regardless of answers; Poisson gaps or
+    /// even ones.
+    Open { rate: f64, poisson: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub url: String,
+    pub model: String,
+    pub token: Option<String>,
+    pub pin: Option<String>,
+    pub mode: Mode,
+    pub connections: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub batch: usize,
+    pub raw: bool,
+    /// Server processes whose CPU time is charged to the measured requests.
+    pub server_pids: Vec<u32>,
+    /// A progress line on stderr every second.
+    pub progress: bool,
+    /// How long to wait for answers still out after the window closes.
+    pub drain: Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            url: "http://127.0.0.1:8001".into(),
+            model: "digits".into(),
+            token: None,
+            pin: None,
+            mode: Mode::Closed { concurrency: 1 },
+            connections: 1,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            batch: 1,
+            raw: true,
+            server_pids: Vec::new(),
+            progress: false,
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Latencies and outcomes of the requests started in the window.
+struct Recorder {
+    window: (Instant, Instant),
+    hist: Mutex<Histogram<u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    done: AtomicU64,
+    sent: AtomicU64,
+    late: Mutex<Histogram<u64>>,
+}
+
+impl Recorder {
+    fn in_window(&self, t: Instant) -> bool {
+        t >= self.window.0 && t < self.window.1
+    }
+
+    fn record(&self, started: Instant, result: Result<(), tonic::Code>) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if !self.in_window(started) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                let us = started.elapsed().as_micros().max(1) as u64;
+                if let Ok(mut h) = self.hist.lock() {
+                    let _ = h.record(us);
+                }
+            }
+            Err(code) => {
+                if let Ok(mut e) = self.errors.lock() {
+                    *e.entry(format!("{code:?}")).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 10 min, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+pub async fn run(cfg: LoadConfig) -> Result<Report> {
+    let connections = cfg.connections.max(1);
+    let target = Target::connect(
+        &cfg.url,
+        &cfg.model,
+        cfg.token.as_deref(),
+        cfg.pin.as_deref(),
+        connections,
+        cfg.batch,
+        cfg.raw,
+    )
+    .await?;
+    run_on(&target, &cfg).await
+}
+
+/// A run on an already connected target (sweeps reuse one).
+pub async fn run_on(target: &Target, cfg: &LoadConfig) -> Result<Report> {
+    let begin = Instant::now() + Duration::from_millis(20);
+    let window = (begin + cfg.warmup, begin + cfg.warmup + cfg.duration);
+    let rec = Arc::new(Recorder {
+        window,
+        hist: Mutex::new(histogram()),
+        errors: Mutex::new(BTreeMap::new()),
+        done: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        late: Mutex::new(histogram()),
+    });
+    let progress = cfg
+        .progress
+        .then(|| tokio::spawn(progress_line(rec.clone())));
+    let sampler = tokio::spawn(sample_window(
+        target.clone(),
+        cfg.server_pids.clone(),
+        window,
+    ));
+    let stop = window.1;
+    match cfg.mode {
+        Mode::Closed { concurrency } => closed(target, &rec, begin, stop, concurrency).await,
+        Mode::Open { rate, poisson } => {
+            open(target, &rec, begin, stop, rate, poisson, cfg.drain).await
+        }
+    }
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
+    let (server_cpu, client_cpu, batches) = sampler.await?;
+    Ok(Report::build(
+        cfg,
+        &rec.hist
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| histogram()),
+        rec.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        &rec.late
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| histogram()),
+        server_cpu,
+        client_cpu,
+        batches,
+    ))
+}
+
+/// CPU and server batch counters at the window's edges.
+async fn sample_window(
+    target: Target,
+    pids: Vec<u32>,
+    window: (Instant, Instant),
+) -> (
+    Option<(u64, u64)>,
+    Option<(u64, u64)>,
+    (BTreeMap<u64, u64>, BTreeMap<u64, u64>),
+) {
+    tokio::time::sleep_until(window.0.into()).await;
+    let (s0, c0) = (cpu_of(&pids), cpu_us("self"));
+    let b0 = target.batch_counts().await;
+    tokio::time::sleep_until(window.1.into()).await;
+    let (s1, c1) = (cpu_of(&pids), cpu_us("self"));
+    let b1 = target.batch_counts().await;
+    let pair = |a: Option<u64>, b: Option<u64>| a.zip(b);
+    (
+        if pids.is_empty() { None } else { pair(s0, s1) },
+        pair(c0, c1),
+        (b0, b1),
+    )
+}
+
+async fn closed(
+    target: &Target,
+    rec: &Arc<Recorder>,
+    begin: Instant,
+    stop: Instant,
+    concurrency: usize,
+) {
+    tokio::time::sleep_until(begin.into()).await;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for i in 0..concurrency.max(1) {
+        let (target, rec) = (target.clone(), rec.clone());
+        let mut client = target.clients[i % target.clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                let started = Instant::now();
+                rec.sent.fetch_add(1, Ordering::Relaxed);
+                let r = client
+                    .model_infer(target.wrap((*target.request).clone()))
+                    .await;
+                rec.record(started, r.map(|_| ()).map_err(|s| s.code()));
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Sends on schedule, whatever the server does: request i is due at
+/// begin + the sum of the first i gaps. Its latency counts from that
+/// intended time (wrk2's rule against coordinated omission); how late the
+/// generator itself sent it is recorded separately.
+async fn open(
+    target: &Target,
+    rec: &Arc<Recorder>,
+    begin: Instant,
+    stop: Instant,
+    rate: f64,
+    poisson: bool,
+    drain: Duration,
+) {
+    let gap = 1.0 / rate.max(1e-3);
+    let mut due = begin;
+    let mut i: usize = 0;
+    let outstanding = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(tokio::sync::Notify::new());
+    while due < stop {
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let lateness = Instant::now().saturating_duration_since(due);
+        if rec.in_window(due)
+            && let Ok(mut l) = rec.late.lock()
+        {
+            let _ = l.record(lateness.as_micros().max(1) as u64);
+        }
+        let (target_c, rec_c, outstanding_c, finished_c) = (
+            target.clone(),
+            rec.clone(),
+            outstanding.clone(),
+            finished.clone(),
+        );
+        let mut client = target.clients[i % target.clients.len()].clone();
+        let intended = due;
+        outstanding.fetch_add(1, Ordering::AcqRel);
+        rec.sent.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let r = client
+                .model_infer(target_c.wrap((*target_c.request).clone()))
+                .await;
+            rec_c.record(intended, r.map(|_| ()).map_err(|s| s.code()));
+            if outstanding_c.fetch_sub(1, Ordering::AcqRel) == 1 {
+                finished_c.notify_one();
+            }
+        });
+        i += 1;
+        let step = if poisson {
+            -gap * (1.0 - rand::random::<f64>()).ln()
+        } else {
+            gap
+        };
+        due += Duration::from_secs_f64(step);
+    }
+    // Answers still out count, stall included; give up after `drain`.
+    let until = Instant::now() + drain;
+    while outstanding.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        let _ = tokio::time::timeout_at(until.into(), finished.notified()).await;
+    }
+}
+
+async fn progress_line(rec: Arc<Recorder>) {
+    let start = Instant::now();
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let done = rec.done.load(Ordering::Relaxed);
+        let sent = rec.sent.load(Ordering::Relaxed);
+        let errors: u64 = rec.errors.lock().map(|e| e.values().sum()).unwrap_or(0);
+        let phase = if Instant::now() < rec.window.0 {
+            "warm-up"
+        } else if Instant::now() < rec.window.1 {
+            "measuring"
+        } else {
+            "draining"
+        };
+        eprint!(
+            "\r[{:>5.1}s {phase:>9}] sent {sent}  answered {done}  in flight {}  {}/s  errors {errors}   ",
+            start.elapsed().as_secs_f64(),
+            sent.saturating_sub(done),
+            done - last
+        );
+        last = done;
+    }
+}

@@ -1,0 +1,168 @@
+//! The server under load: connections, credentials, the request sent, and
+//! the server's own batch statistics.
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use proto::inference::model_infer_request::InferInputTensor;
+use proto::inference::{
+    InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+pub type Client = GrpcInferenceServiceClient<Channel>;
+
+#[derive(Clone)]
+pub struct Target {
+    pub clients: Vec<Client>,
+    pub request: Arc<ModelInferRequest>,
+    auth: Option<AsciiMetadataValue>,
+    pin: Option<AsciiMetadataValue>,
+    model: String,
+}
+
+impl Target {
+    /// Connects `connections` HTTP/2 connections and builds the request
+    /// from the model's metadata: random FP32 data, `batch` rows.
+    pub async fn connect(
+        url: &str,
+        model: &str,
+        token: Option<&str>,
+        pin: Option<&str>,
+        connections: usize,
+        batch: usize,
+        raw: bool,
+    ) -> Result<Self> {
+        let url = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            let ch = Endpoint::from_shared(url.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+            clients.push(
+                GrpcInferenceServiceClient::new(ch)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            );
+        }
+        let auth = token
+            .map(|t| format!("Bearer {}", t.trim()).parse::<AsciiMetadataValue>())
+            .transpose()
+            .context("token is not header text")?;
+        let pin = pin
+            .map(|p| p.parse::<AsciiMetadataValue>())
+            .transpose()
+            .context("deployment is not header text")?;
+        let mut t = Target {
+            clients,
+            request: Arc::new(ModelInferRequest::default()),
+            auth,
+            pin,
+            model: model.to_string(),
+        };
+        t.request = Arc::new(t.build_request(batch, raw).await?);
+        Ok(t)
+    }
+
+    pub fn wrap<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(a) = &self.auth {
+            r.metadata_mut().insert("authorization", a.clone());
+        }
+        if let Some(p) = &self.pin {
+            r.metadata_mut().insert("switchboard-deployment", p.clone());
+        }
+        r
+    }
+
+    async fn build_request(&self, batch: usize, raw: bool) -> Result<ModelInferRequest> {
+        let q = ModelMetadataRequest {
+            name: self.model.clone(),
+            version: String::new(),
+        };
+        let meta = self.clients[0]
+            .clone()
+            .model_metadata(self.wrap(q))
+            .await
+            .context("ModelMetadata")?
+            .into_inner();
+        let mut req = ModelInferRequest {
+            model_name: self.model.clone(),
+            ..Default::default()
+        };
+        for input in &meta.inputs {
+            if input.datatype != "FP32" {
+                bail!(
+                    "input {} is {}; only FP32 inputs are generated",
+                    input.name,
+                    input.datatype
+                );
+            }
+            // Dynamic dims: the batch first, 1 elsewhere.
+            let shape: Vec<i64> = input
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(d, &s)| {
+                    if s >= 0 {
+                        s
+                    } else if d == 0 {
+                        batch as i64
+                    } else {
+                        1
+                    }
+                })
+                .collect();
+            let n: i64 = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| rand::random::<f32>()).collect();
+            let mut t = InferInputTensor {
+                name: input.name.clone(),
+                datatype: input.datatype.clone(),
+                shape,
+                ..Default::default()
+            };
+            if raw {
+                req.raw_input_contents.push(Bytes::from(
+                    values
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                ));
+            } else {
+                t.contents = Some(InferTensorContents {
+                    fp32_contents: values,
+                    ..Default::default()
+                });
+            }
+            req.inputs.push(t);
+        }
+        Ok(req)
+    }
+
+    /// Executions so far per batch size, if the server keeps statistics.
+    pub async fn batch_counts(&self) -> BTreeMap<u64, u64> {
+        let q = ModelStatisticsRequest {
+            name: self.model.clone(),
+            version: String::new(),
+        };
+        let Ok(resp) = self.clients[0].clone().model_statistics(self.wrap(q)).await else {
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for m in resp.into_inner().model_stats {
+            for b in m.batch_stats {
+                *out.entry(b.batch_size).or_default() += b.compute_infer.map_or(0, |d| d.count);
+            }
+        }
+        out
+    }
+}

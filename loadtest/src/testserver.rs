@@ -1,0 +1,197 @@
+//! A KServe V2 server whose behaviour the caller controls: a fixed service
+//! time on a fixed number of workers (so its capacity is known), or none at
+//! all (a trivial server, to measure the load generator itself), and a
+//! switch that stalls every request. Used by the tests and by
+//! `sb-loadtest serve-test`.
+
+use proto::inference::grpc_inference_service_server::{
+    GrpcInferenceService, GrpcInferenceServiceServer,
+};
+use proto::inference::model_metadata_response::TensorMetadata;
+use proto::inference::*;
+use std::net::SocketAddr;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    /// Time each request occupies a worker.
+    pub service_time: Duration,
+    /// Workers; 0 answers at once with no limit (a trivial server).
+    pub workers: usize,
+}
+
+/// Stalls and resumes a running test server.
+#[derive(Clone)]
+pub struct Control(Arc<watch::Sender<bool>>);
+
+impl Control {
+    pub fn stall(&self) {
+        self.0.send_replace(true);
+    }
+    pub fn resume(&self) {
+        self.0.send_replace(false);
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub control: Control,
+    _stop: oneshot::Sender<()>,
+}
+
+type Job = oneshot::Sender<()>;
+
+#[derive(Clone)]
+struct Service {
+    stalled: watch::Receiver<bool>,
+    jobs: Option<std_mpsc::Sender<Job>>,
+}
+
+impl TestServer {
+    pub async fn start(b: Behaviour) -> std::io::Result<TestServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(listener, b).await
+    }
+
+    pub async fn serve(
+        listener: tokio::net::TcpListener,
+        b: Behaviour,
+    ) -> std::io::Result<TestServer> {
+        let addr = listener.local_addr()?;
+        let (stall_tx, stalled) = watch::channel(false);
+        let jobs = (b.workers > 0).then(|| {
+            let (tx, rx) = std_mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..b.workers {
+                let rx = rx.clone();
+                // Real threads sleeping the service time: a worker is busy
+                // for exactly that long, whatever the async runtime does.
+                std::thread::spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        std::thread::sleep(b.service_time);
+                        let _ = job.send(());
+                    }
+                });
+            }
+            tx
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let svc = GrpcInferenceServiceServer::new(Service { stalled, jobs });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), async move {
+                    let _ = stopped.await;
+                }),
+        );
+        Ok(TestServer {
+            addr,
+            control: Control(Arc::new(stall_tx)),
+            _stop: stop,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn tensor(name: &str) -> TensorMetadata {
+    TensorMetadata {
+        name: name.into(),
+        datatype: "FP32".into(),
+        shape: vec![-1, 4],
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Service {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: true }))
+    }
+    async fn model_ready(
+        &self,
+        _: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        Ok(Response::new(ModelReadyResponse { ready: true }))
+    }
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "testserver".into(),
+            version: "0".into(),
+            extensions: vec![],
+        }))
+    }
+    async fn model_metadata(
+        &self,
+        r: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        Ok(Response::new(ModelMetadataResponse {
+            name: r.into_inner().name,
+            versions: vec!["1".into()],
+            platform: "test".into(),
+            inputs: vec![tensor("input")],
+            outputs: vec![tensor("output")],
+        }))
+    }
+    async fn model_config(
+        &self,
+        _: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        Err(Status::unimplemented("no config"))
+    }
+    async fn model_statistics(
+        &self,
+        _: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        Err(Status::unimplemented("no statistics"))
+    }
+    async fn model_infer(
+        &self,
+        r: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let mut stalled = self.stalled.clone();
+        let _ = stalled.wait_for(|s| !*s).await;
+        if let Some(jobs) = &self.jobs {
+            let (tx, rx) = oneshot::channel();
+            jobs.send(tx)
+                .map_err(|_| Status::unavailable("workers gone"))?;
+            rx.await.map_err(|_| Status::unavailable("worker gone"))?;
+        }
+        let r = r.into_inner();
+        Ok(Response::new(ModelInferResponse {
+            model_name: r.model_name,
+            id: r.id,
+            ..Default::default()
+        }))
+    }
+
+    type ModelStreamInferStream = proto::stream::Answers;
+    async fn model_stream_infer(
+        &self,
+        _: Request<tonic::Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        Err(Status::unimplemented("no streaming"))
+    }
+}

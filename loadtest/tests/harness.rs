@@ -1,0 +1,152 @@
+//! The harness against a test server whose service time the test controls.
+//! Scenarios run one at a time: they measure rates on a shared 2-core box.
+
+use loadtest::testserver::{Behaviour, TestServer};
+use loadtest::{LoadConfig, Mode, SweepConfig};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+fn config(url: String, mode: Mode, secs: f64) -> LoadConfig {
+    LoadConfig {
+        url,
+        model: "test".into(),
+        mode,
+        connections: 4,
+        duration: Duration::from_secs_f64(secs),
+        warmup: Duration::from_secs(1),
+        ..LoadConfig::default()
+    }
+}
+
+const TRIVIAL: Behaviour = Behaviour {
+    service_time: Duration::ZERO,
+    workers: 0,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_achieves_the_set_rate() {
+    let _one = SERIAL.lock().await;
+    let server = TestServer::start(TRIVIAL).await.unwrap();
+    for poisson in [false, true] {
+        let r = loadtest::run(config(
+            server.url(),
+            Mode::Open {
+                rate: 1000.0,
+                poisson,
+            },
+            5.0,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(r.errors, 0);
+        let off = (r.throughput_per_s - 1000.0).abs() / 1000.0;
+        assert!(
+            off <= 0.02,
+            "poisson={poisson}: {:.1}/s is {:.1} % off 1000/s",
+            r.throughput_per_s,
+            off * 100.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_stall_shows_in_open_loop_p99_and_closed_loop_max() {
+    let _one = SERIAL.lock().await;
+    let server = TestServer::start(TRIVIAL).await.unwrap();
+    let stall_after = |secs: u64| {
+        let control = server.control.clone();
+        tokio::spawn(async move {
+            // The stall is the scenario under test, not a synchronisation.
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            control.stall();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            control.resume();
+        })
+    };
+    // Open loop, 10 s at 1,000/s (+1 s warm-up), stall 4 s into the window:
+    // ~1,000 requests wait up to 1 s, measured from their intended send time.
+    let stall = stall_after(5);
+    let r = loadtest::run(config(
+        server.url(),
+        Mode::Open {
+            rate: 1000.0,
+            poisson: false,
+        },
+        10.0,
+    ))
+    .await
+    .unwrap();
+    stall.await.unwrap();
+    assert_eq!(r.errors, 0);
+    assert!(
+        r.latency_us.p99 >= 500_000,
+        "open-loop p99 {} µs hides the stall",
+        r.latency_us.p99
+    );
+    assert!(
+        r.latency_us.max >= 900_000,
+        "open-loop max {} µs",
+        r.latency_us.max
+    );
+
+    // Closed loop sees it only in its max (and in fewer requests).
+    let stall = stall_after(3);
+    let r = loadtest::run(config(server.url(), Mode::Closed { concurrency: 4 }, 4.0))
+        .await
+        .unwrap();
+    stall.await.unwrap();
+    assert!(
+        r.latency_us.max >= 900_000,
+        "closed-loop max {} µs",
+        r.latency_us.max
+    );
+    assert!(
+        r.latency_us.p99 < 500_000,
+        "closed loop coordinates with the server: p99 {} µs",
+        r.latency_us.p99
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_finds_the_capacity_of_one_worker() {
+    let _one = SERIAL.lock().await;
+    // One worker, 2 ms a request: capacity 500/s.
+    let server = TestServer::start(Behaviour {
+        service_time: Duration::from_millis(2),
+        workers: 1,
+    })
+    .await
+    .unwrap();
+    let mut base = config(
+        server.url(),
+        Mode::Open {
+            rate: 1.0,
+            poisson: false,
+        },
+        1.5,
+    );
+    base.warmup = Duration::from_millis(300);
+    let result = loadtest::sweep(SweepConfig {
+        base,
+        slo_p99: Duration::from_millis(50),
+        max_error_rate: 0.0,
+        lo: 100.0,
+        hi: 1000.0,
+        iterations: 6,
+        repeats: 2,
+        poisson: false,
+    })
+    .await
+    .unwrap();
+    let c = result.capacity_per_s;
+    assert!(
+        (450.0..=550.0).contains(&c),
+        "found {c:.0}/s for a 500/s server: {:#?}",
+        result.steps
+    );
+    let plan = loadtest::plan(2000.0, 0.2, result);
+    // 2000 / (c * 0.8) replicas, for c in 450..550: 5 or 6.
+    assert!((5..=6).contains(&plan.replicas), "{}", plan.explanation);
+}
