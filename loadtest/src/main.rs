@@ -132,16 +132,33 @@ impl LoadArgs {
         }
     }
 
-    fn write(&self, json: &str, markdown: Option<&str>) -> Result<()> {
+    /// `--report-json`, and in `--report-dir` the JSON, Markdown, HDR log
+    /// and SVG charts of a run.
+    fn write_run(&self, r: &loadtest::Report) -> Result<String> {
+        let json = serde_json::to_string_pretty(r)?;
+        if let Some(p) = &self.report_json {
+            std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
+        }
+        if let Some(dir) = &self.report_dir {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("report.json"), &json)?;
+            std::fs::write(dir.join("report.md"), r.markdown())?;
+            r.write_hdr_log(&dir.join("latency.hlog"))?;
+            loadtest::chart::spectrum(r, &dir.join("latency-spectrum.svg"))
+                .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+        }
+        Ok(json)
+    }
+
+    fn write_sweep(&self, json: &str, sweep: &loadtest::SweepResult) -> Result<()> {
         if let Some(p) = &self.report_json {
             std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
         }
         if let Some(dir) = &self.report_dir {
             std::fs::create_dir_all(dir)?;
-            std::fs::write(dir.join("report.json"), json)?;
-            if let Some(md) = markdown {
-                std::fs::write(dir.join("report.md"), md)?;
-            }
+            std::fs::write(dir.join("sweep.json"), json)?;
+            loadtest::chart::sweep(sweep, &dir.join("sweep.svg"))
+                .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
         }
         Ok(())
     }
@@ -182,14 +199,12 @@ async fn main() -> Result<()> {
                 },
             };
             let report = loadtest::run(a.config(mode)).await?;
-            let json = serde_json::to_string_pretty(&report)?;
-            a.write(&json, Some(&report.markdown()))?;
-            println!("{json}");
+            println!("{}", a.write_run(&report)?);
         }
         Some(Cmd::Sweep(s)) => {
             let result = loadtest::sweep(sweep_config(a, s)).await?;
             let json = serde_json::to_string_pretty(&result)?;
-            a.write(&json, None)?;
+            a.write_sweep(&json, &result)?;
             println!("{json}");
         }
         Some(Cmd::Plan {
@@ -201,7 +216,10 @@ async fn main() -> Result<()> {
             let plan = loadtest::plan(*target_rate, *headroom, result);
             eprintln!("{}", plan.explanation);
             let json = serde_json::to_string_pretty(&plan)?;
-            a.write(&json, None)?;
+            a.write_sweep(&json, &plan.sweep)?;
+            if let Some(dir) = &a.report_dir {
+                std::fs::write(dir.join("plan.json"), &json)?;
+            }
             println!("{json}");
         }
         Some(Cmd::ServeTest {

@@ -68,6 +68,9 @@ pub struct Report {
     /// ModelStatistics (empty when it keeps none).
     pub server_batches: BTreeMap<u64, u64>,
     pub server_mean_batch: Option<f64>,
+    /// The latencies themselves (µs), for the HDR log.
+    #[serde(skip)]
+    pub histogram: Option<Histogram<u64>>,
 }
 
 type Pair = Option<(u64, u64)>;
@@ -141,7 +144,36 @@ impl Report {
                 server_batches.iter().map(|(s, n)| s * n).sum::<u64>() as f64 / executions as f64
             }),
             server_batches,
+            histogram: Some(hist.clone()),
         }
+    }
+
+    /// The measured window as an HdrHistogram interval log (values in ms),
+    /// readable by HistogramLogAnalyzer and the hdrhistogram tools.
+    pub fn write_hdr_log(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use hdrhistogram::serialization::V2DeflateSerializer;
+        use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+        let Some(h) = &self.histogram else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        let mut ser = V2DeflateSerializer::new();
+        let mut log = IntervalLogWriterBuilder::new()
+            .add_comment(&format!(
+                "switchboard sb-loadtest: {} {}",
+                self.model, self.mode
+            ))
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(&mut out, &mut ser)?;
+        log.write_histogram(
+            h,
+            std::time::Duration::ZERO,
+            std::time::Duration::from_secs_f64(self.duration_s),
+            None,
+        )
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        drop(log);
+        std::fs::write(path, out)
     }
 
     pub fn markdown(&self) -> String {

@@ -221,7 +221,9 @@ async fn closed(
 /// Sends on schedule, whatever the server does: request i is due at
 /// begin + the sum of the first i gaps. Its latency counts from that
 /// intended time (wrk2's rule against coordinated omission); how late the
-/// generator itself sent it is recorded separately.
+/// generator itself sent it is recorded separately. Pacing runs on its own
+/// thread with the OS's sleep: tokio's timer ticks in whole milliseconds,
+/// which would make most sends late.
 async fn open(
     target: &Target,
     rec: &Arc<Recorder>,
@@ -231,49 +233,61 @@ async fn open(
     poisson: bool,
     drain: Duration,
 ) {
-    let gap = 1.0 / rate.max(1e-3);
-    let mut due = begin;
-    let mut i: usize = 0;
     let outstanding = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(tokio::sync::Notify::new());
-    while due < stop {
-        let now = Instant::now();
-        if due > now {
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let lateness = Instant::now().saturating_duration_since(due);
-        if rec.in_window(due)
-            && let Ok(mut l) = rec.late.lock()
-        {
-            let _ = l.record(lateness.as_micros().max(1) as u64);
-        }
-        let (target_c, rec_c, outstanding_c, finished_c) = (
+    let handle = tokio::runtime::Handle::current();
+    let pacer = {
+        let (target, rec, outstanding, finished) = (
             target.clone(),
             rec.clone(),
             outstanding.clone(),
             finished.clone(),
         );
-        let mut client = target.clients[i % target.clients.len()].clone();
-        let intended = due;
-        outstanding.fetch_add(1, Ordering::AcqRel);
-        rec.sent.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let r = client
-                .model_infer(target_c.wrap((*target_c.request).clone()))
-                .await;
-            rec_c.record(intended, r.map(|_| ()).map_err(|s| s.code()));
-            if outstanding_c.fetch_sub(1, Ordering::AcqRel) == 1 {
-                finished_c.notify_one();
+        tokio::task::spawn_blocking(move || {
+            let gap = 1.0 / rate.max(1e-3);
+            let mut due = begin;
+            let mut i: usize = 0;
+            while due < stop {
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let lateness = Instant::now().saturating_duration_since(due);
+                if rec.in_window(due)
+                    && let Ok(mut l) = rec.late.lock()
+                {
+                    let _ = l.record(lateness.as_micros().max(1) as u64);
+                }
+                let (target_c, rec_c, outstanding_c, finished_c) = (
+                    target.clone(),
+                    rec.clone(),
+                    outstanding.clone(),
+                    finished.clone(),
+                );
+                let mut client = target.clients[i % target.clients.len()].clone();
+                let intended = due;
+                outstanding.fetch_add(1, Ordering::AcqRel);
+                rec.sent.fetch_add(1, Ordering::Relaxed);
+                handle.spawn(async move {
+                    let r = client
+                        .model_infer(target_c.wrap((*target_c.request).clone()))
+                        .await;
+                    rec_c.record(intended, r.map(|_| ()).map_err(|s| s.code()));
+                    if outstanding_c.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        finished_c.notify_one();
+                    }
+                });
+                i += 1;
+                let step = if poisson {
+                    -gap * (1.0 - rand::random::<f64>()).ln()
+                } else {
+                    gap
+                };
+                due += Duration::from_secs_f64(step);
             }
-        });
-        i += 1;
-        let step = if poisson {
-            -gap * (1.0 - rand::random::<f64>()).ln()
-        } else {
-            gap
-        };
-        due += Duration::from_secs_f64(step);
-    }
+        })
+    };
+    let _ = pacer.await;
     // Answers still out count, stall included; give up after `drain`.
     let until = Instant::now() + drain;
     while outstanding.load(Ordering::Acquire) > 0 && Instant::now() < until {
