@@ -5,7 +5,7 @@
 
 use crate::gate::{Check, GateLayer};
 use crate::secrets::{self, TokenCheck};
-use crate::store::{AuthMode, EndpointRecord, Store};
+use crate::store::{AuthMode, EndpointRecord, Snapshot, Store};
 use std::sync::Arc;
 use tonic::Status;
 
@@ -20,18 +20,34 @@ pub enum Principal {
     },
     Token {
         endpoint: String,
-        token_hash: String,
+        expires_unix: i64,
     },
 }
 
 impl Principal {
-    /// What the rate limiter counts requests against.
-    pub fn limit_key(&self) -> Option<&str> {
+    /// What the rate limiter counts requests against: each key, and all
+    /// tokens of an endpoint together (tokens are cheap to mint, so a
+    /// bucket per token would be no limit at all).
+    pub fn limit_key(&self) -> Option<String> {
         match self {
-            Principal::Key { hash, .. } => Some(hash),
-            Principal::Token { token_hash, .. } => Some(token_hash),
+            Principal::Key { hash, .. } => Some(format!("key:{hash}")),
+            Principal::Token { endpoint, .. } => Some(format!("tokens:{endpoint}")),
             Principal::Anonymous | Principal::Admin => None,
         }
+    }
+}
+
+/// Whether a credential checked earlier (at a stream's opening) still
+/// holds: the key not regenerated, the token not expired.
+pub fn still_valid(p: &Principal, snap: &Snapshot) -> Result<(), Status> {
+    match p {
+        Principal::Key { hash, .. } if !snap.keys.contains_key(hash) => {
+            Err(Status::unauthenticated("key was regenerated"))
+        }
+        Principal::Token { expires_unix, .. } if *expires_unix <= secrets::now_unix() => Err(
+            Status::unauthenticated("token expired; get a new one with GetToken"),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -78,9 +94,12 @@ impl AuthLayer {
             });
         }
         match secrets::verify_token(&snap.token_secret, credential, secrets::now_unix()) {
-            TokenCheck::Valid { endpoint } => Ok(Principal::Token {
+            TokenCheck::Valid {
                 endpoint,
-                token_hash: hash,
+                expires_unix,
+            } => Ok(Principal::Token {
+                endpoint,
+                expires_unix,
             }),
             TokenCheck::Expired => Err(Status::unauthenticated(
                 "token expired; get a new one with GetToken",

@@ -3,6 +3,7 @@
 //! with the deployment named in `model_version`.
 
 use crate::auth::{Principal, authorize_infer, principal};
+use crate::limits::RateLimitLayer;
 use crate::store::{EndpointRecord, Store};
 use proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use proto::inference::*;
@@ -17,11 +18,18 @@ pub const PIN_HEADER: &str = "switchboard-deployment";
 pub struct GatewayV2 {
     store: Arc<Store>,
     router: Arc<Router>,
+    limits: RateLimitLayer,
 }
 
 impl GatewayV2 {
-    pub fn new(store: Arc<Store>, router: Arc<Router>) -> Self {
-        GatewayV2 { store, router }
+    /// `limits` is the rate limiter of the layer stack, shared so that
+    /// stream messages count against the same buckets.
+    pub fn new(store: Arc<Store>, router: Arc<Router>, limits: RateLimitLayer) -> Self {
+        GatewayV2 {
+            store,
+            router,
+            limits,
+        }
     }
 
     fn endpoint(&self, p: &Principal, name: &str) -> Result<EndpointRecord, Status> {
@@ -236,9 +244,8 @@ impl GrpcInferenceService for GatewayV2 {
         let p = principal(&r);
         let pin = pinned(&r);
         let deadline = proto::deadline_of(&r);
-        Ok(Response::new(
-            self.infer(&p, pin, deadline, r.into_inner()).await?,
-        ))
+        let work = self.infer(&p, pin, deadline, r.into_inner());
+        Ok(Response::new(proto::within_deadline(deadline, work).await?))
     }
 
     type ModelStreamInferStream = proto::stream::Answers;
@@ -251,11 +258,19 @@ impl GrpcInferenceService for GatewayV2 {
         let pin = pinned(&r);
         let deadline = proto::deadline_of(&r);
         let svc = self.clone();
+        // The auth and rate-limit layers saw only the stream's opening, so
+        // each message is checked again: a key regenerated or a token
+        // expired mid-stream stops working, and the rate limit counts
+        // messages, not streams.
         Ok(Response::new(proto::stream::serve(
             r.into_inner(),
             move |req| {
                 let (svc, p, pin) = (svc.clone(), p.clone(), pin.clone());
-                async move { svc.infer(&p, pin, deadline, req).await }
+                async move {
+                    crate::auth::still_valid(&p, &svc.store.snapshot())?;
+                    svc.limits.check_principal(&p)?;
+                    svc.infer(&p, pin, deadline, req).await
+                }
             },
         )))
     }

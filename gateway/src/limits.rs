@@ -21,11 +21,24 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// 0 turns the limit off.
-    pub fn new(per_second: u32) -> GateLayer<Self> {
-        GateLayer(RateLimitLayer {
+    pub fn new(per_second: u32) -> Self {
+        RateLimitLayer {
             per_second: f64::from(per_second),
             buckets: Default::default(),
-        })
+        }
+    }
+
+    pub fn layer(&self) -> GateLayer<Self> {
+        GateLayer(self.clone())
+    }
+
+    pub fn check_principal(&self, p: &Principal) -> Result<(), Status> {
+        match p.limit_key() {
+            Some(key) if !self.admit(&key) => Err(Status::resource_exhausted(
+                "rate limit for this credential exceeded",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn admit(&self, key: &str) -> bool {
@@ -53,15 +66,9 @@ impl RateLimitLayer {
 
 impl Check for RateLimitLayer {
     fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
-        match req
-            .extensions()
-            .get::<Principal>()
-            .and_then(Principal::limit_key)
-        {
-            Some(key) if !self.admit(key) => Err(Status::resource_exhausted(
-                "rate limit for this credential exceeded",
-            )),
-            _ => Ok(()),
+        match req.extensions().get::<Principal>() {
+            Some(p) => self.check_principal(p),
+            None => Ok(()),
         }
     }
 }

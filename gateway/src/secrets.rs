@@ -80,7 +80,7 @@ pub enum TokenCheck {
     NotAToken,
     Invalid,
     Expired,
-    Valid { endpoint: String },
+    Valid { endpoint: String, expires_unix: i64 },
 }
 
 pub fn verify_token(secret: &[u8], token: &str, now_unix: i64) -> TokenCheck {
@@ -108,7 +108,10 @@ pub fn verify_token(secret: &[u8], token: &str, now_unix: i64) -> TokenCheck {
     if claims.x <= now_unix {
         return TokenCheck::Expired;
     }
-    TokenCheck::Valid { endpoint: claims.e }
+    TokenCheck::Valid {
+        endpoint: claims.e,
+        expires_unix: claims.x,
+    }
 }
 
 #[cfg(test)]
@@ -121,7 +124,8 @@ mod tests {
         assert_eq!(
             verify_token(b"s", &t, 99),
             TokenCheck::Valid {
-                endpoint: "digits".into()
+                endpoint: "digits".into(),
+                expires_unix: 100
             }
         );
         assert_eq!(verify_token(b"s", &t, 100), TokenCheck::Expired);

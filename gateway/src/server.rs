@@ -76,7 +76,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let conn = router::registry::connect(&config.redis_url).await?;
-    let store = Arc::new(Store::open(conn.clone()).await?);
+    let client = redis::Client::open(config.redis_url.as_str())?;
+    let store = Arc::new(Store::open(client, conn.clone()).await?);
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
     }));
@@ -92,14 +93,19 @@ pub async fn serve(
         config.refresh,
     ));
 
-    let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(store.clone(), router.clone()))
-        .max_decoding_message_size(config.max_message)
-        .max_encoding_message_size(config.max_message);
+    let limits = RateLimitLayer::new(config.rate_limit);
+    let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(
+        store.clone(),
+        router.clone(),
+        limits.clone(),
+    ))
+    .max_decoding_message_size(config.max_message)
+    .max_encoding_message_size(config.max_message);
     let manage = ManagementServer::new(ManagementService::new(store.clone(), router.clone()));
     let stack = tower::ServiceBuilder::new()
         .layer(OversizeStatusLayer)
         .layer(AuthLayer::new(store.clone(), config.admin_key.as_deref()))
-        .layer(RateLimitLayer::new(config.rate_limit))
+        .layer(limits.layer())
         .into_inner();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
     let result = tonic::transport::Server::builder()

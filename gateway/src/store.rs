@@ -114,17 +114,20 @@ impl Snapshot {
 
 pub struct Store {
     conn: ConnectionManager,
+    /// Transactions get a connection of their own (see `update`).
+    client: redis::Client,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// WATCH belongs to a connection, and ours is shared: one update at a
-    /// time per gateway (other gateways have their own connections).
+    /// One update at a time per gateway: concurrent ones on the same record
+    /// would only conflict and retry.
     updating: tokio::sync::Mutex<()>,
 }
 
 impl Store {
     /// Loads the state once; fails if Redis cannot be reached at start.
-    pub async fn open(conn: ConnectionManager) -> Result<Self, StoreError> {
+    pub async fn open(client: redis::Client, conn: ConnectionManager) -> Result<Self, StoreError> {
         let store = Store {
             conn,
+            client,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             updating: Default::default(),
         };
@@ -175,7 +178,11 @@ impl Store {
             }
         }
         let snap = Snapshot::build(version.unwrap_or(0), endpoints, secret.into_bytes());
-        if let Ok(mut s) = self.snapshot.write() {
+        // Reloads race (background refresh, writes); never go back to an
+        // older version.
+        if let Ok(mut s) = self.snapshot.write()
+            && snap.version >= s.version
+        {
             *s = Arc::new(snap);
         }
         Ok(())
@@ -223,7 +230,10 @@ impl Store {
         f: impl Fn(&mut EndpointRecord) -> Result<T, StoreError>,
     ) -> Result<(EndpointRecord, T), StoreError> {
         let _one_at_a_time = self.updating.lock().await;
-        let mut conn = self.conn.clone();
+        // WATCH holds for one connection: the shared manager may reconnect
+        // under us (another task's error), silently dropping the WATCH, so
+        // the transaction runs on a connection of its own.
+        let mut conn = self.client.get_multiplexed_async_connection().await?;
         for _ in 0..8 {
             let _: () = redis::cmd("WATCH")
                 .arg(key(name))

@@ -29,6 +29,11 @@ impl Replica {
         let channel = Endpoint::from_shared(format!("http://{address}"))?
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(2))
+            // tonic does not enforce grpc-timeout on the client side: a frozen
+            // worker must not hold a request (or a health check) forever.
+            .timeout(std::time::Duration::from_secs(60))
+            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+            .keep_alive_timeout(std::time::Duration::from_secs(5))
             .connect_lazy();
         let client = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(max_message)

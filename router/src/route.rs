@@ -34,6 +34,14 @@ pub struct EndpointRoute {
     pub mirror: Option<(String, u32)>,
 }
 
+impl EndpointRoute {
+    fn same_split(&self, other: &EndpointRoute) -> bool {
+        self.deployments == other.deployments
+            && self.mirror == other.mirror
+            && self.weights.entries() == other.weights.entries()
+    }
+}
+
 #[derive(Default)]
 pub struct Router {
     config: RouterConfig,
@@ -46,7 +54,9 @@ pub struct Router {
 /// transport error (the status carries its cause) or a worker saying it is
 /// unavailable. Inference is side-effect free, so such requests are retried.
 fn never_reached(s: &Status) -> bool {
-    s.code() != Code::DeadlineExceeded
+    // A client-side timeout also carries a source; it is no transport
+    // failure, and retrying it would only eject a healthy, busy replica.
+    !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
         && (s.code() == Code::Unavailable || std::error::Error::source(s).is_some())
 }
 
@@ -60,11 +70,21 @@ impl Router {
 
     /// Replaces the routing table. Requests in flight keep the route they
     /// took; the next request sees the new weights.
+    /// An endpoint whose split did not change keeps its route, and with it
+    /// the round-robin's position: restarting it at every control-plane
+    /// change would favour the heavier deployment.
     pub fn set_routes(&self, routes: HashMap<String, EndpointRoute>) {
-        let routes = routes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        if let Ok(mut r) = self.routes.write() {
-            *r = routes;
-        }
+        let Ok(mut current) = self.routes.write() else {
+            return;
+        };
+        let next = routes
+            .into_iter()
+            .map(|(k, v)| {
+                let keep = current.get(&k).filter(|old| old.same_split(&v)).cloned();
+                (k, keep.unwrap_or_else(|| Arc::new(v)))
+            })
+            .collect();
+        *current = next;
     }
 
     /// Rebuilds the replica pools from the registry, keeping existing
@@ -230,6 +250,12 @@ impl Router {
                     tried = Some(replica.id.clone());
                     last = Some(s);
                 }
+                Err(s)
+                    if s.code() == Code::Cancelled
+                        && deadline.is_some_and(|d| Instant::now() >= d) =>
+                {
+                    return Err(Status::deadline_exceeded("deadline exceeded"));
+                }
                 Err(s) => {
                     replica.record_success();
                     return Err(s);
@@ -257,15 +283,21 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default();
-        for r in replicas {
-            let mut req = tonic::Request::new(ServerReadyRequest {});
-            req.set_timeout(Duration::from_millis(500));
-            if let Ok(resp) = r.client().server_ready(req).await
+        // All at once, each bounded: one frozen replica must not hold up
+        // the others' readmission (or the caller's loop).
+        let checks = replicas.into_iter().map(|r| async move {
+            let ready = tokio::time::timeout(
+                Duration::from_millis(500),
+                r.client().server_ready(ServerReadyRequest {}),
+            )
+            .await;
+            if let Ok(Ok(resp)) = ready
                 && resp.get_ref().ready
             {
                 r.readmit();
                 debug!(replica = %r.id, "replica readmitted");
             }
-        }
+        });
+        futures::future::join_all(checks).await;
     }
 }

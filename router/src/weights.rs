@@ -8,7 +8,7 @@ use thiserror::Error;
 #[derive(Debug, Error, PartialEq)]
 pub enum WeightError {
     #[error("traffic weights sum to {0}; they must sum to 100")]
-    BadSum(u32),
+    BadSum(u64),
     #[error("traffic names unknown deployment '{0}'")]
     UnknownDeployment(String),
 }
@@ -19,13 +19,13 @@ pub fn validate<'a>(
     traffic: impl IntoIterator<Item = (&'a String, &'a u32)>,
     deployments: &[&str],
 ) -> Result<(), WeightError> {
-    let mut sum = 0;
+    let mut sum: u64 = 0;
     let mut any = false;
     for (name, w) in traffic {
         if !deployments.contains(&name.as_str()) {
             return Err(WeightError::UnknownDeployment(name.clone()));
         }
-        sum += w;
+        sum += u64::from(*w);
         any = true;
     }
     if any && sum != 100 {
@@ -52,6 +52,15 @@ impl Weighted {
             names: entries.into_iter().map(|(n, _)| n).collect(),
             weights,
         }
+    }
+
+    /// (deployment, weight) in rotation, sorted.
+    pub fn entries(&self) -> Vec<(&str, i64)> {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.weights.iter().copied())
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

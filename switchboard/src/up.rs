@@ -45,12 +45,13 @@ fn models_dir(given: Option<PathBuf>) -> PathBuf {
 
 pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
     args.metrics.install()?;
-    let admin_key = match admin_key {
-        Some(k) => k,
+    // A key the user gave is never echoed; a generated one is shown once.
+    let (admin_key, shown) = match admin_key {
+        Some(k) => (k, "$SWITCHBOARD_ADMIN_KEY".to_string()),
         None => {
             let k = gateway::secrets::new_key();
             println!("SWITCHBOARD_ADMIN_KEY was not set; generated admin key:\n  {k}");
-            k
+            (k.clone(), k)
         }
     };
     let (_redis, redis_url) = match &args.redis {
@@ -121,7 +122,7 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         ),
     }
     println!(
-        "\ntry:\n  export SWITCHBOARD_URL={url} SWITCHBOARD_ADMIN_KEY={admin_key}\n  \
+        "\ntry:\n  export SWITCHBOARD_URL={url} SWITCHBOARD_ADMIN_KEY={shown}\n  \
          switchboard invoke digits --file models/digits_mlp.expected.json\n  \
          switchboard endpoint show digits\n"
     );

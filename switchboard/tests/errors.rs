@@ -429,3 +429,100 @@ async fn limits_deadlines_and_model_failures() {
     }
     assert!(limited >= 10, "only {limited} of 20 were limited");
 }
+
+/// A deadline a client set in `grpc-timeout` is enforced by the server
+/// (DEADLINE_EXCEEDED, answered a little before tonic's own timer would say
+/// CANCELLED), but tonic's client enforces the same header itself, so a test
+/// through it cannot tell the two apart; the server-side expiry is covered
+/// with Triton's `timeout` parameter above. What is checked here: a value
+/// over 8 digits (the gRPC limit) means no deadline, and crashes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_grpc_timeout_values_are_ignored() {
+    let c = Cluster::start(Options::default()).await;
+    c.deploy_digits().await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
+    let mut client = GrpcInferenceServiceClient::connect(c.gateway_url.clone())
+        .await
+        .unwrap();
+    let mut r = tonic::Request::new(digits());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    r.metadata_mut()
+        .insert("grpc-timeout", "99999999999999999S".parse().unwrap());
+    client.model_infer(r).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_messages_are_rate_limited_and_reauthorised() {
+    use futures::StreamExt;
+    let mut opts = Options::default();
+    opts.gateway.rate_limit = 5;
+    let c = Cluster::start(opts).await;
+    let key = c.deploy_digits().await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
+    let mut client = GrpcInferenceServiceClient::connect(c.gateway_url.clone())
+        .await
+        .unwrap();
+    let open = |n: usize| {
+        let mut r = tonic::Request::new(futures::stream::iter((0..n).map(|_| digits())));
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        r
+    };
+    // 20 messages on one stream against 5 per second: the limit counts messages.
+    let mut answers = client
+        .model_stream_infer(open(20))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut limited = 0;
+    for _ in 0..20 {
+        let m = answers.next().await.unwrap().unwrap();
+        if m.error_message.contains("rate limit") {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 10,
+        "only {limited} of 20 stream messages were limited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_regenerated_while_its_stream_is_open_stops_working_on_it() {
+    use futures::StreamExt;
+    let c = Cluster::start(Options::default()).await;
+    let key = c.deploy_digits().await;
+    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
+        .await;
+    let mut client = GrpcInferenceServiceClient::connect(c.gateway_url.clone())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut r = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut answers = client.model_stream_infer(r).await.unwrap().into_inner();
+    tx.send(digits()).await.unwrap();
+    let first = answers.next().await.unwrap().unwrap();
+    assert!(first.error_message.is_empty(), "{}", first.error_message);
+    c.admin()
+        .await
+        .management
+        .clone()
+        .regenerate_key(pb::RegenerateKeyRequest {
+            endpoint: "digits".into(),
+            slot: pb::KeySlot::Primary as i32,
+        })
+        .await
+        .unwrap();
+    tx.send(digits()).await.unwrap();
+    let second = answers.next().await.unwrap().unwrap();
+    assert!(
+        second.error_message.contains("regenerated"),
+        "{}",
+        second.error_message
+    );
+}

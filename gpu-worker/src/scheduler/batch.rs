@@ -73,6 +73,9 @@ pub fn split(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, E
     Ok(per_request)
 }
 
+/// Largest input tensor accepted (far above any message size limit).
+const MAX_TENSOR_BYTES: usize = 1 << 34;
+
 /// Checks a request against the model and puts its inputs in signature
 /// order. Every refusal names the input and what was expected.
 pub fn validate(
@@ -124,7 +127,15 @@ pub fn validate(
                 ));
             }
         }
-        let want = Tensor::element_count(&t.shape) * t.dtype.size();
+        // Checked: a hostile shape must not wrap around to a small size.
+        let want = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.size(), |acc, &d| acc.checked_mul(d as usize))
+            .filter(|&n| n <= MAX_TENSOR_BYTES);
+        let Some(want) = want else {
+            return bad(format!("input '{name}': shape {:?} is too large", t.shape));
+        };
         if want == 0 {
             return bad(format!(
                 "input '{name}': empty tensor of shape {:?}",
@@ -212,6 +223,27 @@ mod tests {
         };
         assert!(err(vec![("x".into(), empty)]).contains("empty batch"));
         assert!(err(vec![("x".into(), t(9, &[0.; 18]))]).contains("exceeds max_batch_size"));
+        let sig2 = ModelSignature::new(
+            vec![TensorSpec {
+                name: "x".into(),
+                dtype: DataType::Fp32,
+                dims: vec![-1, -1],
+            }],
+            vec![TensorSpec {
+                name: "y".into(),
+                dtype: DataType::Fp32,
+                dims: vec![-1],
+            }],
+        );
+        // 7 * 0x6DB6DB6DB6DB6DB7 wraps to 1 element in usize arithmetic.
+        let huge = Tensor {
+            shape: vec![7, 0x6DB6DB6DB6DB6DB7],
+            ..t(1, &[0.; 1])
+        };
+        match validate(&sig2, 8, vec![("x".into(), huge)]) {
+            Err(EngineError::InvalidArgument(m)) => assert!(m.contains("too large"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         assert!(validate(&sig, 8, vec![("x".into(), t(1, &[0.; 2]))]).is_ok());
     }
 }

@@ -367,6 +367,12 @@ async fn run_actor(
         while let Ok(m) = rx.try_recv() {
             apply(m, &mut queues, &mut free);
         }
+        // While every instance is busy, dispatch does not run; a full queue
+        // would then keep refusing callers because of requests already dead.
+        let limit = shared.config.max_queue_size;
+        if limit > 0 && free.is_empty() && shared.queued.load(Ordering::Acquire) >= limit {
+            drop_dead(&shared, &mut queues, Instant::now());
+        }
         wake = dispatch(&shared, &mut queues, &mut free, &instances);
         metrics::gauge!("switchboard_queue_depth", "model" => shared.name.clone())
             .set(shared.queued.load(Ordering::Relaxed) as f64);

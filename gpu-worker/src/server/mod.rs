@@ -255,8 +255,9 @@ impl GrpcInferenceService for WorkerService {
         r: GrpcRequest<ModelInferRequest>,
     ) -> Result<GrpcResponse<ModelInferResponse>, Status> {
         let deadline = deadline_of(&r);
+        let work = self.infer(deadline, r.into_inner());
         Ok(GrpcResponse::new(
-            self.infer(deadline, r.into_inner()).await?,
+            proto::within_deadline(deadline, work).await?,
         ))
     }
 
