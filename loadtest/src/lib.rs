@@ -5,6 +5,7 @@
 //! rate sweeps against a p99 SLO, and replica plans.
 
 pub mod chart;
+pub mod cli;
 pub mod cpu;
 pub mod report;
 pub mod run;

@@ -222,8 +222,9 @@ async fn closed(
 /// begin + the sum of the first i gaps. Its latency counts from that
 /// intended time (wrk2's rule against coordinated omission); how late the
 /// generator itself sent it is recorded separately. Pacing runs on its own
-/// thread with the OS's sleep: tokio's timer ticks in whole milliseconds,
-/// which would make most sends late.
+/// thread with the OS's sleep (tokio's timer ticks in whole milliseconds,
+/// which would make most sends late), and hands each wake-up's due sends to
+/// the runtime in one message, so high rates cost few cross-thread wakes.
 async fn open(
     target: &Target,
     rec: &Arc<Recorder>,
@@ -233,66 +234,64 @@ async fn open(
     poisson: bool,
     drain: Duration,
 ) {
-    let outstanding = Arc::new(AtomicU64::new(0));
-    let finished = Arc::new(tokio::sync::Notify::new());
-    let handle = tokio::runtime::Handle::current();
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Instant>>();
     let pacer = {
-        let (target, rec, outstanding, finished) = (
-            target.clone(),
-            rec.clone(),
-            outstanding.clone(),
-            finished.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
+        let rec = rec.clone();
+        std::thread::spawn(move || {
             let gap = 1.0 / rate.max(1e-3);
             let mut due = begin;
-            let mut i: usize = 0;
             while due < stop {
                 let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
                 }
-                let lateness = Instant::now().saturating_duration_since(due);
-                if rec.in_window(due)
-                    && let Ok(mut l) = rec.late.lock()
-                {
-                    let _ = l.record(lateness.as_micros().max(1) as u64);
-                }
-                let (target_c, rec_c, outstanding_c, finished_c) = (
-                    target.clone(),
-                    rec.clone(),
-                    outstanding.clone(),
-                    finished.clone(),
-                );
-                let mut client = target.clients[i % target.clients.len()].clone();
-                let intended = due;
-                outstanding.fetch_add(1, Ordering::AcqRel);
-                rec.sent.fetch_add(1, Ordering::Relaxed);
-                handle.spawn(async move {
-                    let r = client
-                        .model_infer(target_c.wrap((*target_c.request).clone()))
-                        .await;
-                    rec_c.record(intended, r.map(|_| ()).map_err(|s| s.code()));
-                    if outstanding_c.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        finished_c.notify_one();
+                let now = Instant::now();
+                let mut batch = Vec::new();
+                while due <= now && due < stop {
+                    if rec.in_window(due)
+                        && let Ok(mut l) = rec.late.lock()
+                    {
+                        let _ =
+                            l.record(now.saturating_duration_since(due).as_micros().max(1) as u64);
                     }
-                });
-                i += 1;
-                let step = if poisson {
-                    -gap * (1.0 - rand::random::<f64>()).ln()
-                } else {
-                    gap
-                };
-                due += Duration::from_secs_f64(step);
+                    batch.push(due);
+                    let step = if poisson {
+                        -gap * (1.0 - rand::random::<f64>()).ln()
+                    } else {
+                        gap
+                    };
+                    due += Duration::from_secs_f64(step);
+                }
+                if due_tx.send(batch).is_err() {
+                    return;
+                }
             }
         })
     };
-    let _ = pacer.await;
-    // Answers still out count, stall included; give up after `drain`.
-    let until = Instant::now() + drain;
-    while outstanding.load(Ordering::Acquire) > 0 && Instant::now() < until {
-        let _ = tokio::time::timeout_at(until.into(), finished.notified()).await;
+    let mut outstanding = tokio::task::JoinSet::new();
+    let mut i: usize = 0;
+    while let Some(batch) = due_rx.recv().await {
+        for intended in batch {
+            let (target_c, rec_c) = (target.clone(), rec.clone());
+            let mut client = target.clients[i % target.clients.len()].clone();
+            i += 1;
+            rec.sent.fetch_add(1, Ordering::Relaxed);
+            outstanding.spawn(async move {
+                let r = client
+                    .model_infer(target_c.wrap((*target_c.request).clone()))
+                    .await;
+                rec_c.record(intended, r.map(|_| ()).map_err(|s| s.code()));
+            });
+        }
+        // Reap finished sends as we go so the set stays small.
+        while outstanding.try_join_next().is_some() {}
     }
+    let _ = pacer.join();
+    // Answers still out count, stall included; give up after `drain`.
+    let _ = tokio::time::timeout(drain, async {
+        while outstanding.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 async fn progress_line(rec: Arc<Recorder>) {

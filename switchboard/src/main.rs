@@ -55,6 +55,13 @@ enum Cmd {
     Token(TokenCmd),
     /// Score rows on an endpoint.
     Invoke(InvokeArgs),
+    /// Load test a V2 server (see `switchboard loadtest --help`): closed or
+    /// open loop, `sweep`, `plan`.
+    #[command(disable_help_flag = true)]
+    Loadtest {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -94,5 +101,19 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Keys(c) => commands::keys(&cli.conn, c).await,
         Cmd::Token(c) => commands::token(&cli.conn, c).await,
         Cmd::Invoke(a) => commands::invoke(&cli.conn, a).await,
+        Cmd::Loadtest { args } => {
+            use clap::Parser as _;
+            // `--url` (and the key) are switchboard's global flags; hand them on.
+            let mut argv = vec![
+                "switchboard loadtest".to_string(),
+                "--url".into(),
+                cli.conn.url.clone(),
+            ];
+            if let Some(k) = &cli.conn.key {
+                argv.extend(["--token".to_string(), k.clone()]);
+            }
+            argv.extend(args);
+            loadtest::cli::run(loadtest::cli::Cli::parse_from(argv)).await
+        }
     }
 }
