@@ -216,7 +216,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let plan = crate::plan(*target_rate, *headroom, result);
             eprintln!("{}", plan.explanation);
             let json = serde_json::to_string_pretty(&plan)?;
-            a.write_sweep(&json, &plan.sweep)?;
+            a.write_sweep(&serde_json::to_string_pretty(&plan.sweep)?, &plan.sweep)?;
             if let Some(dir) = &a.report_dir {
                 std::fs::write(dir.join("plan.json"), &json)?;
             }
