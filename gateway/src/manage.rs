@@ -107,6 +107,16 @@ impl ManagementService {
         }
     }
 
+    /// Changes one endpoint and answers its new state.
+    async fn edit(
+        &self,
+        endpoint: &str,
+        f: impl Fn(&mut EndpointRecord) -> Result<(), StoreError>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let (rec, ()) = self.store.update(endpoint, f).await.map_err(status)?;
+        Ok(self.done(&rec))
+    }
+
     /// After a write: routes follow at once, not at the next refresh.
     fn done(&self, rec: &EndpointRecord) -> Response<pb::Endpoint> {
         crate::server::apply_routes(&self.store.snapshot(), &self.router);
@@ -159,20 +169,16 @@ impl Management for ManagementService {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
         let mode = r.auth_mode.map(auth_mode).transpose()?;
-        let (rec, ()) = self
-            .store
-            .update(&r.name, |e| {
-                if let Some(m) = mode {
-                    e.auth_mode = m;
-                }
-                if let Some(d) = &r.description {
-                    e.description = d.clone();
-                }
-                Ok(())
-            })
-            .await
-            .map_err(status)?;
-        Ok(self.done(&rec))
+        self.edit(&r.name, |e| {
+            if let Some(m) = mode {
+                e.auth_mode = m;
+            }
+            if let Some(d) = &r.description {
+                e.description = d.clone();
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn get_endpoint(
@@ -226,25 +232,21 @@ impl Management for ManagementService {
             max_queue_size: d.max_queue_size,
             preferred_batch_sizes: d.preferred_batch_sizes,
         };
-        let (rec, ()) = self
-            .store
-            .update(&r.endpoint, |e| {
-                if e.deployments.contains_key(&d.name) {
-                    return Err(StoreError::Invalid(format!(
-                        "deployment '{}' already exists",
-                        d.name
-                    )));
-                }
-                e.deployments.insert(d.name.clone(), record.clone());
-                // The first deployment takes all traffic; later ones start at 0.
-                let first = e.traffic.is_empty();
-                e.traffic
-                    .insert(d.name.clone(), if first { 100 } else { 0 });
-                Ok(())
-            })
-            .await
-            .map_err(status)?;
-        Ok(self.done(&rec))
+        self.edit(&r.endpoint, |e| {
+            if e.deployments.contains_key(&d.name) {
+                return Err(StoreError::Invalid(format!(
+                    "deployment '{}' already exists",
+                    d.name
+                )));
+            }
+            e.deployments.insert(d.name.clone(), record.clone());
+            // The first deployment takes all traffic; later ones start at 0.
+            let first = e.traffic.is_empty();
+            e.traffic
+                .insert(d.name.clone(), if first { 100 } else { 0 });
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_deployment(
@@ -253,34 +255,30 @@ impl Management for ManagementService {
     ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
-        let (rec, ()) = self
-            .store
-            .update(&r.endpoint, |e| {
-                if !e.deployments.contains_key(&r.deployment) {
-                    return Err(StoreError::Invalid(format!(
-                        "no deployment '{}'",
-                        r.deployment
-                    )));
-                }
-                if e.traffic.get(&r.deployment).copied().unwrap_or(0) > 0 {
-                    return Err(StoreError::Invalid(format!(
-                        "deployment '{}' still takes traffic; set its weight to 0 first",
-                        r.deployment
-                    )));
-                }
-                e.deployments.remove(&r.deployment);
-                e.traffic.remove(&r.deployment);
-                if e.mirror
-                    .as_ref()
-                    .is_some_and(|m| m.deployment == r.deployment)
-                {
-                    e.mirror = None;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(status)?;
-        Ok(self.done(&rec))
+        self.edit(&r.endpoint, |e| {
+            if !e.deployments.contains_key(&r.deployment) {
+                return Err(StoreError::Invalid(format!(
+                    "no deployment '{}'",
+                    r.deployment
+                )));
+            }
+            if e.traffic.get(&r.deployment).copied().unwrap_or(0) > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "deployment '{}' still takes traffic; set its weight to 0 first",
+                    r.deployment
+                )));
+            }
+            e.deployments.remove(&r.deployment);
+            e.traffic.remove(&r.deployment);
+            if e.mirror
+                .as_ref()
+                .is_some_and(|m| m.deployment == r.deployment)
+            {
+                e.mirror = None;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn set_traffic(
@@ -289,23 +287,19 @@ impl Management for ManagementService {
     ) -> Result<Response<pb::Endpoint>, Status> {
         authorize_admin(&principal(&r))?;
         let r = r.into_inner();
-        let (rec, ()) = self
-            .store
-            .update(&r.endpoint, |e| {
-                let names: Vec<&str> = e.deployments.keys().map(String::as_str).collect();
-                router::weights::validate(r.traffic.iter(), &names)
-                    .map_err(|x| StoreError::Invalid(x.to_string()))?;
-                // Deployments left out of the request get 0.
-                e.traffic = e
-                    .deployments
-                    .keys()
-                    .map(|d| (d.clone(), r.traffic.get(d).copied().unwrap_or(0)))
-                    .collect();
-                Ok(())
-            })
-            .await
-            .map_err(status)?;
-        Ok(self.done(&rec))
+        self.edit(&r.endpoint, |e| {
+            let names: Vec<&str> = e.deployments.keys().map(String::as_str).collect();
+            router::weights::validate(r.traffic.iter(), &names)
+                .map_err(|x| StoreError::Invalid(x.to_string()))?;
+            // Deployments left out of the request get 0.
+            e.traffic = e
+                .deployments
+                .keys()
+                .map(|d| (d.clone(), r.traffic.get(d).copied().unwrap_or(0)))
+                .collect();
+            Ok(())
+        })
+        .await
     }
 
     async fn set_mirror(
@@ -317,28 +311,24 @@ impl Management for ManagementService {
         if r.percent > 100 {
             return Err(Status::invalid_argument("mirror percent must be 0-100"));
         }
-        let (rec, ()) = self
-            .store
-            .update(&r.endpoint, |e| {
-                if r.deployment.is_empty() || r.percent == 0 {
-                    e.mirror = None;
-                    return Ok(());
-                }
-                if !e.deployments.contains_key(&r.deployment) {
-                    return Err(StoreError::Invalid(format!(
-                        "no deployment '{}' to mirror to",
-                        r.deployment
-                    )));
-                }
-                e.mirror = Some(Mirror {
-                    deployment: r.deployment.clone(),
-                    percent: r.percent,
-                });
-                Ok(())
-            })
-            .await
-            .map_err(status)?;
-        Ok(self.done(&rec))
+        self.edit(&r.endpoint, |e| {
+            if r.deployment.is_empty() || r.percent == 0 {
+                e.mirror = None;
+                return Ok(());
+            }
+            if !e.deployments.contains_key(&r.deployment) {
+                return Err(StoreError::Invalid(format!(
+                    "no deployment '{}' to mirror to",
+                    r.deployment
+                )));
+            }
+            e.mirror = Some(Mirror {
+                deployment: r.deployment.clone(),
+                percent: r.percent,
+            });
+            Ok(())
+        })
+        .await
     }
 
     async fn get_keys(
