@@ -54,6 +54,9 @@ pub struct Report {
     pub errors: u64,
     pub errors_by_code: BTreeMap<String, u64>,
     pub throughput_per_s: f64,
+    /// Open loop: sends scheduled in the window, per second. With Poisson
+    /// gaps it varies around the target rate by chance.
+    pub offered_per_s: Option<f64>,
     pub rows_per_s: f64,
     /// From the intended send time in open loop.
     pub latency_us: Latency,
@@ -130,6 +133,7 @@ impl Report {
             errors,
             errors_by_code,
             throughput_per_s: requests as f64 / secs,
+            offered_per_s: rate.map(|_| late.len() as f64 / secs),
             rows_per_s: (requests * cfg.batch as u64) as f64 / secs,
             latency_us: Latency::of(hist),
             spectrum,

@@ -22,21 +22,7 @@ async fn killing_a_worker_under_load_fails_nothing() {
     c.spawn_worker_process("digits", "blue", "digits_mlp.onnx");
     c.spawn_worker_process("digits", "blue", "digits_mlp.onnx");
     let admin = c.admin().await;
-    let key = admin
-        .create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key)
-        .await
-        .unwrap()
-        .primary_key;
-    admin
-        .create_deployment(
-            "digits",
-            client::proto::switchboard::v1::Deployment {
-                name: "blue".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let key = c.create_endpoint("digits", &["blue"]).await;
     wait_until("two replicas routable", Duration::from_secs(30), || {
         let admin = admin.clone();
         async move {
@@ -248,21 +234,7 @@ async fn a_failing_replica_is_ejected_and_readmitted_after_a_health_check() {
     })
     .await;
     let admin = c.admin().await;
-    let key = admin
-        .create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key)
-        .await
-        .unwrap()
-        .primary_key;
-    admin
-        .create_deployment(
-            "digits",
-            client::proto::switchboard::v1::Deployment {
-                name: "blue".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let key = c.create_endpoint("digits", &["blue"]).await;
     let port = switchboard::redis_server::free_port().unwrap();
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))

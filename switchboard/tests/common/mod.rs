@@ -194,30 +194,38 @@ impl Cluster {
             .unwrap_or(0)
     }
 
-    /// Creates `digits` with blue and green at 90/10; returns the primary key.
-    pub async fn deploy_digits(&self) -> String {
+    /// Creates an endpoint (key auth) with the named deployments; the first
+    /// takes all traffic. Returns the primary key.
+    pub async fn create_endpoint(&self, name: &str, deployments: &[&str]) -> String {
         let admin = self.admin().await;
         let created = admin
-            .create_endpoint("digits", pb::AuthMode::Key)
+            .create_endpoint(name, pb::AuthMode::Key)
             .await
             .unwrap();
-        for d in ["blue", "green"] {
+        for d in deployments {
             admin
                 .create_deployment(
-                    "digits",
+                    name,
                     pb::Deployment {
-                        name: d.into(),
+                        name: d.to_string(),
                         ..Default::default()
                     },
                 )
                 .await
                 .unwrap();
         }
-        admin
+        created.primary_key
+    }
+
+    /// Creates `digits` with blue and green at 90/10; returns the primary key.
+    pub async fn deploy_digits(&self) -> String {
+        let key = self.create_endpoint("digits", &["blue", "green"]).await;
+        self.admin()
+            .await
             .set_traffic("digits", &[("blue", 90), ("green", 10)])
             .await
             .unwrap();
-        created.primary_key
+        key
     }
 }
 
