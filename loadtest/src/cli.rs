@@ -47,6 +47,10 @@ struct LoadArgs {
     /// Seconds run before measuring.
     #[arg(long, global = true, default_value_t = 2.0)]
     warmup: f64,
+    /// Payload rows from a file (CSV, JSON Lines or NPY), sent in order,
+    /// `--batch` rows a request; default: random data of the model's shape.
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
     /// Rows per request.
     #[arg(long, global = true, default_value_t = 1)]
     batch: usize,
@@ -112,12 +116,16 @@ enum Cmd {
 }
 
 impl LoadArgs {
-    fn config(&self, mode: Mode) -> LoadConfig {
+    fn config(&self, mode: Mode) -> Result<LoadConfig> {
+        let rows = match &self.data {
+            Some(p) => Some(std::sync::Arc::new(crate::data::load_rows(p)?)),
+            None => None,
+        };
         let connections = self.connections.unwrap_or(match mode {
             Mode::Closed { concurrency } => concurrency.div_ceil(16).max(1),
             Mode::Open { .. } => 4,
         });
-        LoadConfig {
+        Ok(LoadConfig {
             url: self.url.clone(),
             model: self.model.clone(),
             token: self.token.clone(),
@@ -131,7 +139,8 @@ impl LoadArgs {
             server_pids: self.server_pids.clone(),
             progress: !self.quiet,
             drain: Duration::from_secs(30),
-        }
+            rows,
+        })
     }
 
     /// `--report-json`, and in `--report-dir` the JSON, Markdown, HDR log
@@ -166,13 +175,13 @@ impl LoadArgs {
     }
 }
 
-fn sweep_config(load: &LoadArgs, s: &SweepArgs) -> SweepConfig {
+fn sweep_config(load: &LoadArgs, s: &SweepArgs) -> Result<SweepConfig> {
     let mut base = load.config(Mode::Open {
         rate: s.lo,
         poisson: load.poisson,
-    });
+    })?;
     base.progress = false;
-    SweepConfig {
+    Ok(SweepConfig {
         base,
         slo_p99: Duration::from_secs_f64(s.slo_p99_ms / 1e3),
         max_error_rate: s.max_error_rate,
@@ -181,7 +190,7 @@ fn sweep_config(load: &LoadArgs, s: &SweepArgs) -> SweepConfig {
         iterations: s.iterations,
         repeats: s.repeats,
         poisson: load.poisson,
-    }
+    })
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -198,11 +207,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                     concurrency: c.unwrap_or(1),
                 },
             };
-            let report = crate::run(a.config(mode)).await?;
+            let report = crate::run(a.config(mode)?).await?;
             println!("{}", a.write_run(&report)?);
         }
         Some(Cmd::Sweep(s)) => {
-            let result = crate::sweep(sweep_config(a, s)).await?;
+            let result = crate::sweep(sweep_config(a, s)?).await?;
             let json = serde_json::to_string_pretty(&result)?;
             a.write_sweep(&json, &result)?;
             println!("{json}");
@@ -212,7 +221,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             headroom,
             sweep,
         }) => {
-            let result = crate::sweep(sweep_config(a, sweep)).await?;
+            let result = crate::sweep(sweep_config(a, sweep)?).await?;
             let plan = crate::plan(*target_rate, *headroom, result);
             eprintln!("{}", plan.explanation);
             let json = serde_json::to_string_pretty(&plan)?;

@@ -7,6 +7,7 @@
 pub mod chart;
 pub mod cli;
 pub mod cpu;
+pub mod data;
 pub mod report;
 pub mod run;
 pub mod sweep;

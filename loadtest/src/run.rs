@@ -39,6 +39,8 @@ pub struct LoadConfig {
     pub progress: bool,
     /// How long to wait for answers still out after the window closes.
     pub drain: Duration,
+    /// Payload rows (from `--data`); random data of the model's shape if none.
+    pub rows: Option<Arc<Vec<Vec<f32>>>>,
 }
 
 impl Default for LoadConfig {
@@ -57,6 +59,7 @@ impl Default for LoadConfig {
             server_pids: Vec::new(),
             progress: false,
             drain: Duration::from_secs(30),
+            rows: None,
         }
     }
 }
@@ -103,17 +106,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 pub async fn run(cfg: LoadConfig) -> Result<Report> {
-    let connections = cfg.connections.max(1);
-    let target = Target::connect(
-        &cfg.url,
-        &cfg.model,
-        cfg.token.as_deref(),
-        cfg.pin.as_deref(),
-        connections,
-        cfg.batch,
-        cfg.raw,
-    )
-    .await?;
+    let target = Target::for_config(&cfg).await?;
     run_on(&target, &cfg).await
 }
 
@@ -205,10 +198,8 @@ async fn closed(
         tasks.push(tokio::spawn(async move {
             while Instant::now() < stop {
                 let started = Instant::now();
-                rec.sent.fetch_add(1, Ordering::Relaxed);
-                let r = client
-                    .model_infer(target.wrap((*target.request).clone()))
-                    .await;
+                let sent_here = rec.sent.fetch_add(1, Ordering::Relaxed) as usize;
+                let r = client.model_infer(target.request(sent_here)).await;
                 rec.record(started, r.map(|_| ()).map_err(|s| s.code()));
             }
         }));
@@ -274,12 +265,11 @@ async fn open(
         for intended in batch {
             let (target_c, rec_c) = (target.clone(), rec.clone());
             let mut client = target.clients[i % target.clients.len()].clone();
+            let n = i;
             i += 1;
             rec.sent.fetch_add(1, Ordering::Relaxed);
             outstanding.spawn(async move {
-                let r = client
-                    .model_infer(target_c.wrap((*target_c.request).clone()))
-                    .await;
+                let r = client.model_infer(target_c.request(n)).await;
                 rec_c.record(intended, r.map(|_| ()).map_err(|s| s.code()));
             });
         }

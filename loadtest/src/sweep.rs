@@ -96,16 +96,7 @@ async fn probe(
 
 pub async fn sweep(cfg: SweepConfig) -> Result<SweepResult> {
     let b = &cfg.base;
-    let target = Target::connect(
-        &b.url,
-        &b.model,
-        b.token.as_deref(),
-        b.pin.as_deref(),
-        b.connections,
-        b.batch,
-        b.raw,
-    )
-    .await?;
+    let target = Target::for_config(b).await?;
     let mut steps = Vec::new();
     let (mut lo, mut hi) = (cfg.lo, cfg.hi);
     let result = |capacity: f64, at_least: bool, steps: Vec<Step>| SweepResult {

@@ -18,7 +18,8 @@ pub type Client = GrpcInferenceServiceClient<Channel>;
 #[derive(Clone)]
 pub struct Target {
     pub clients: Vec<Client>,
-    pub request: Arc<ModelInferRequest>,
+    /// Sent in turn; several when rows come from a data file.
+    requests: Arc<Vec<ModelInferRequest>>,
     auth: Option<AsciiMetadataValue>,
     pin: Option<AsciiMetadataValue>,
     model: String,
@@ -35,6 +36,7 @@ impl Target {
         connections: usize,
         batch: usize,
         raw: bool,
+        rows: Option<&[Vec<f32>]>,
     ) -> Result<Self> {
         let url = if url.contains("://") {
             url.to_string()
@@ -64,13 +66,88 @@ impl Target {
             .context("deployment is not header text")?;
         let mut t = Target {
             clients,
-            request: Arc::new(ModelInferRequest::default()),
+            requests: Arc::new(Vec::new()),
             auth,
             pin,
             model: model.to_string(),
         };
-        t.request = Arc::new(t.build_request(batch, raw).await?);
+        t.requests = Arc::new(match rows {
+            Some(rows) => t.requests_from_rows(rows, batch, raw).await?,
+            None => vec![t.build_request(batch, raw).await?],
+        });
         Ok(t)
+    }
+
+    pub async fn for_config(cfg: &crate::LoadConfig) -> Result<Self> {
+        let rows = cfg.rows.as_deref().map(Vec::as_slice);
+        Self::connect(
+            &cfg.url,
+            &cfg.model,
+            cfg.token.as_deref(),
+            cfg.pin.as_deref(),
+            cfg.connections,
+            cfg.batch,
+            cfg.raw,
+            rows,
+        )
+        .await
+    }
+
+    /// The i-th request to send, with the credentials.
+    pub fn request(&self, i: usize) -> tonic::Request<ModelInferRequest> {
+        let reqs = &self.requests;
+        self.wrap(reqs[i % reqs.len().max(1)].clone())
+    }
+
+    /// Requests of `batch` rows each, in file order (wrapping at the end),
+    /// for a model with one FP32 input whose sample has as many values as a row.
+    async fn requests_from_rows(
+        &self,
+        rows: &[Vec<f32>],
+        batch: usize,
+        raw: bool,
+    ) -> Result<Vec<ModelInferRequest>> {
+        let template = self.build_request(batch, raw).await?;
+        let [input] = template.inputs.as_slice() else {
+            bail!(
+                "--data needs a model with one input; {} has {}",
+                self.model,
+                template.inputs.len()
+            );
+        };
+        let per_row: i64 = input.shape[1..].iter().product();
+        let width = rows[0].len();
+        if per_row as usize != width {
+            bail!(
+                "rows have {width} values; input {} takes {per_row} per sample (shape {:?})",
+                input.name,
+                input.shape
+            );
+        }
+        let batch = batch.max(1);
+        let count = rows.len().div_ceil(batch).min(4096);
+        Ok((0..count)
+            .map(|k| {
+                let values: Vec<f32> = (0..batch)
+                    .flat_map(|j| rows[(k * batch + j) % rows.len()].iter().copied())
+                    .collect();
+                let mut req = template.clone();
+                if raw {
+                    req.raw_input_contents = vec![Bytes::from(
+                        values
+                            .iter()
+                            .flat_map(|v| v.to_le_bytes())
+                            .collect::<Vec<u8>>(),
+                    )];
+                } else {
+                    req.inputs[0].contents = Some(InferTensorContents {
+                        fp32_contents: values,
+                        ..Default::default()
+                    });
+                }
+                req
+            })
+            .collect())
     }
 
     pub fn wrap<T>(&self, msg: T) -> tonic::Request<T> {

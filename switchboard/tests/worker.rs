@@ -168,3 +168,60 @@ async fn worker_serves_v2_directly_with_metrics() {
     assert!(body.contains("switchboard_requests_total"), "{body}");
     assert!(body.contains("switchboard_queue_seconds"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_tool_sends_rows_from_a_data_file() {
+    let c = Cluster::start(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await;
+    let addr = c
+        .start_worker(&[("digits", "blue", "digits_mlp.onnx")], Default::default())
+        .await;
+    let f = gpu_worker::fixtures::Fixture::load("digits_mlp").unwrap();
+    let x = &f.inputs["input"];
+    let csv: String = std::iter::once(
+        (0..64)
+            .map(|i| format!("p{i}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+    .chain(x.data.chunks(64).map(|r| {
+        r.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }))
+    .collect::<Vec<_>>()
+    .join("\n");
+    let dir = common::tempdir::Dir::new();
+    let path = dir.0.join("rows.csv");
+    std::fs::write(&path, csv).unwrap();
+    let rows = loadtest::data::load_rows(&path).unwrap();
+    assert_eq!((rows.len(), rows[0].len()), (16, 64));
+    let cfg = loadtest::LoadConfig {
+        url: format!("http://{addr}"),
+        model: "digits".into(),
+        mode: loadtest::Mode::Closed { concurrency: 4 },
+        duration: Duration::from_millis(500),
+        warmup: Duration::from_millis(100),
+        batch: 8,
+        rows: Some(std::sync::Arc::new(rows)),
+        ..Default::default()
+    };
+    let r = loadtest::run(cfg.clone()).await.unwrap();
+    assert_eq!(r.errors, 0, "{:?}", r.errors_by_code);
+    assert!(r.requests > 0);
+    assert!(
+        r.server_batches.keys().all(|&b| b % 8 == 0),
+        "8-row requests: {:?}",
+        r.server_batches
+    );
+    // Rows that do not fit the model are refused before any load is sent.
+    let short = Some(std::sync::Arc::new(vec![vec![0.0; 63]; 4]));
+    let err = loadtest::run(loadtest::LoadConfig { rows: short, ..cfg })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("rows have 63 values"), "{err}");
+}
