@@ -106,7 +106,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 pub async fn run(cfg: LoadConfig) -> Result<Report> {
-    let target = Target::for_config(&cfg).await?;
+    let target = Target::connect(&cfg).await?;
     run_on(&target, &cfg).await
 }
 

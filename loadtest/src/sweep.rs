@@ -96,7 +96,7 @@ async fn probe(
 
 pub async fn sweep(cfg: SweepConfig) -> Result<SweepResult> {
     let b = &cfg.base;
-    let target = Target::for_config(b).await?;
+    let target = Target::connect(b).await?;
     let mut steps = Vec::new();
     let (mut lo, mut hi) = (cfg.lo, cfg.hi);
     let result = |capacity: f64, at_least: bool, steps: Vec<Step>| SweepResult {

@@ -28,16 +28,10 @@ pub struct Target {
 impl Target {
     /// Connects `connections` HTTP/2 connections and builds the request
     /// from the model's metadata: random FP32 data, `batch` rows.
-    pub async fn connect(
-        url: &str,
-        model: &str,
-        token: Option<&str>,
-        pin: Option<&str>,
-        connections: usize,
-        batch: usize,
-        raw: bool,
-        rows: Option<&[Vec<f32>]>,
-    ) -> Result<Self> {
+    pub async fn connect(cfg: &crate::LoadConfig) -> Result<Self> {
+        let (url, model, batch, raw) = (cfg.url.as_str(), cfg.model.as_str(), cfg.batch, cfg.raw);
+        let (token, pin, connections) = (cfg.token.as_deref(), cfg.pin.as_deref(), cfg.connections);
+        let rows = cfg.rows.as_deref().map(Vec::as_slice);
         let url = if url.contains("://") {
             url.to_string()
         } else {
@@ -76,21 +70,6 @@ impl Target {
             None => vec![t.build_request(batch, raw).await?],
         });
         Ok(t)
-    }
-
-    pub async fn for_config(cfg: &crate::LoadConfig) -> Result<Self> {
-        let rows = cfg.rows.as_deref().map(Vec::as_slice);
-        Self::connect(
-            &cfg.url,
-            &cfg.model,
-            cfg.token.as_deref(),
-            cfg.pin.as_deref(),
-            cfg.connections,
-            cfg.batch,
-            cfg.raw,
-            rows,
-        )
-        .await
     }
 
     /// The i-th request to send, with the credentials.
