@@ -32,14 +32,25 @@ impl GatewayV2 {
         }
     }
 
-    fn endpoint(&self, p: &Principal, name: &str) -> Result<EndpointRecord, Status> {
+    /// Looks the endpoint up in the current snapshot and authorizes `p` on
+    /// it; `f` reads it there, so the hot path copies nothing.
+    fn with_endpoint<T>(
+        &self,
+        p: &Principal,
+        name: &str,
+        f: impl FnOnce(&EndpointRecord) -> T,
+    ) -> Result<T, Status> {
         let snap = self.store.snapshot();
         let ep = snap
             .endpoints
             .get(name)
             .ok_or_else(|| Status::not_found(format!("unknown endpoint '{name}'")))?;
         authorize_infer(p, ep)?;
-        Ok(ep.clone())
+        Ok(f(ep))
+    }
+
+    fn endpoint(&self, p: &Principal, name: &str) -> Result<EndpointRecord, Status> {
+        self.with_endpoint(p, name, Clone::clone)
     }
 
     async fn infer(
@@ -50,7 +61,7 @@ impl GatewayV2 {
         req: ModelInferRequest,
     ) -> Result<ModelInferResponse, Status> {
         let name = req.model_name.clone();
-        self.endpoint(p, &name)?;
+        self.with_endpoint(p, &name, |_| ())?;
         // A version in the request names a deployment, like the pin header.
         let pinned =
             pinned.or_else(|| (!req.model_version.is_empty()).then(|| req.model_version.clone()));
@@ -193,7 +204,7 @@ impl GrpcInferenceService for GatewayV2 {
                 .map(|e| e.name.clone())
                 .collect()
         } else {
-            vec![self.endpoint(&p, &r.name)?.name]
+            vec![self.with_endpoint(&p, &r.name, |e| e.name.clone())?]
         };
         let mut model_stats = Vec::new();
         for name in names {

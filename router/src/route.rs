@@ -54,10 +54,26 @@ pub struct Router {
 /// transport error (the status carries its cause) or a worker saying it is
 /// unavailable. Inference is side-effect free, so such requests are retried.
 fn never_reached(s: &Status) -> bool {
-    // A client-side timeout also carries a source; it is no transport
-    // failure, and retrying it would only eject a healthy, busy replica.
-    !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
+    // A worker dying mid-request shows as CANCELLED with a transport cause:
+    // that is retried. A client-side timeout looks alike; `forward` answers
+    // it as DEADLINE_EXCEEDED before asking this.
+    s.code() != Code::DeadlineExceeded
         && (s.code() == Code::Unavailable || std::error::Error::source(s).is_some())
+}
+
+/// The deployment for a request: the pinned one, else the next by weight.
+fn pick(route: &EndpointRoute, endpoint: &str, pinned: Option<&str>) -> Result<String, Status> {
+    match pinned {
+        Some(p) if route.deployments.iter().any(|d| d == p) => Ok(p.to_string()),
+        Some(p) => Err(Status::not_found(format!(
+            "endpoint '{endpoint}' has no deployment '{p}'"
+        ))),
+        None => route.weights.next().map(str::to_string).ok_or_else(|| {
+            Status::unavailable(format!(
+                "endpoint '{endpoint}' has no deployment taking traffic"
+            ))
+        }),
+    }
 }
 
 impl Router {
@@ -147,18 +163,7 @@ impl Router {
 
     /// The deployment for the next request: the pinned one, else by weight.
     pub fn choose(&self, endpoint: &str, pinned: Option<&str>) -> Result<String, Status> {
-        let route = self.route(endpoint)?;
-        match pinned {
-            Some(p) if route.deployments.iter().any(|d| d == p) => Ok(p.to_string()),
-            Some(p) => Err(Status::not_found(format!(
-                "endpoint '{endpoint}' has no deployment '{p}'"
-            ))),
-            None => route.weights.next().map(str::to_string).ok_or_else(|| {
-                Status::unavailable(format!(
-                    "endpoint '{endpoint}' has no deployment taking traffic"
-                ))
-            }),
-        }
+        pick(&*self.route(endpoint)?, endpoint, pinned)
     }
 
     /// Routes one request and returns the answer of the deployment that
@@ -170,22 +175,21 @@ impl Router {
         req: ModelInferRequest,
         deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, Status> {
-        let deployment = self.choose(endpoint, pinned)?;
+        let route = self.route(endpoint)?;
+        let deployment = pick(&route, endpoint, pinned)?;
         if pinned.is_none() {
-            self.maybe_mirror(endpoint, &req, deadline);
+            self.maybe_mirror(&route, endpoint, &req, deadline);
         }
         self.forward(endpoint, &deployment, req, deadline).await
     }
 
     fn maybe_mirror(
         self: &Arc<Self>,
+        route: &EndpointRoute,
         endpoint: &str,
         req: &ModelInferRequest,
         deadline: Option<Instant>,
     ) {
-        let Ok(route) = self.route(endpoint) else {
-            return;
-        };
         let Some((shadow, percent)) = route.mirror.clone() else {
             return;
         };
@@ -242,6 +246,13 @@ impl Router {
                     replica.record_success();
                     return Ok(resp.into_inner());
                 }
+                // Our own timer on the client's deadline: no replica's fault.
+                Err(s)
+                    if s.code() == Code::Cancelled
+                        && deadline.is_some_and(|d| Instant::now() >= d) =>
+                {
+                    return Err(Status::deadline_exceeded("deadline exceeded"));
+                }
                 Err(s) if never_reached(&s) => {
                     if replica.record_transport_failure() {
                         warn!(replica = %replica.id, address = %replica.address, "replica ejected after consecutive failures");
@@ -249,12 +260,6 @@ impl Router {
                     debug!(replica = %replica.id, status = %s, "retrying on another replica");
                     tried = Some(replica.id.clone());
                     last = Some(s);
-                }
-                Err(s)
-                    if s.code() == Code::Cancelled
-                        && deadline.is_some_and(|d| Instant::now() >= d) =>
-                {
-                    return Err(Status::deadline_exceeded("deadline exceeded"));
                 }
                 Err(s) => {
                     replica.record_success();
