@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "grpc_service.proto",
         "model_config.proto",
         "switchboard.proto",
+        "jobs.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={dir}/{f}");

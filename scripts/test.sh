@@ -7,6 +7,7 @@ cd "$root"
 scripts/setup.sh
 # Device code must compile even though no machine here has a GPU.
 cargo check --locked -p gpu-worker -p switchboard --features switchboard/cuda,gpu-worker/cuda
+cargo check --locked -p batcher --features cloud
 # Unmodified Triton clients (tritonclient, perf_analyzer) against `switchboard up`.
 cargo build --locked -p switchboard
 scripts/compat.sh target/debug/switchboard

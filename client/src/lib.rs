@@ -8,6 +8,7 @@ use proto::inference::{
     ModelMetadataResponse,
 };
 use proto::switchboard::v1 as pb;
+use proto::switchboard::v1::jobs_client::JobsClient;
 use proto::switchboard::v1::management_client::ManagementClient;
 use thiserror::Error;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -15,6 +16,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub use proto;
+
+mod jobs;
+pub use jobs::is_final;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -55,6 +59,7 @@ type Authed = InterceptedService<Channel, Credentials>;
 #[derive(Clone)]
 pub struct Client {
     pub management: ManagementClient<Authed>,
+    pub jobs: JobsClient<Authed>,
     pub inference: GrpcInferenceServiceClient<Authed>,
 }
 
@@ -89,6 +94,7 @@ impl Client {
         };
         Ok(Client {
             management: ManagementClient::with_interceptor(channel.clone(), creds.clone()),
+            jobs: JobsClient::with_interceptor(channel.clone(), creds.clone()),
             inference: GrpcInferenceServiceClient::with_interceptor(channel, creds)
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),

@@ -1,9 +1,10 @@
 //! Switchboard's client-facing gateway: KServe V2 inference where
-//! `model_name` is an endpoint, and the switchboard.v1 management API.
+//! `model_name` is an endpoint, and the switchboard.v1 management and jobs APIs.
 
 pub mod auth;
 pub mod gate;
 mod infer;
+pub mod jobs;
 pub mod limits;
 mod manage;
 pub mod secrets;

@@ -4,10 +4,12 @@
 
 use crate::auth::AuthLayer;
 use crate::infer::GatewayV2;
+use crate::jobs::JobsService;
 use crate::limits::{OversizeStatusLayer, RateLimitLayer};
 use crate::manage::ManagementService;
 use crate::store::{Snapshot, Store, StoreError};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use proto::switchboard::v1::jobs_server::JobsServer;
 use proto::switchboard::v1::management_server::ManagementServer;
 use router::{EndpointRoute, Router, RouterConfig, Weighted};
 use std::collections::HashMap;
@@ -102,6 +104,11 @@ pub async fn serve(
     .max_decoding_message_size(config.max_message)
     .max_encoding_message_size(config.max_message);
     let manage = ManagementServer::new(ManagementService::new(store.clone(), router.clone()));
+    let jobs = JobsServer::new(JobsService::new(
+        store.clone(),
+        router.clone(),
+        batcher::queue::JobQueue::new(conn.clone()),
+    ));
     let stack = tower::ServiceBuilder::new()
         .layer(OversizeStatusLayer)
         .layer(AuthLayer::new(store.clone(), config.admin_key.as_deref()))
@@ -112,6 +119,7 @@ pub async fn serve(
         .layer(stack)
         .add_service(v2)
         .add_service(manage)
+        .add_service(jobs)
         .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
         .await;
     background.abort();

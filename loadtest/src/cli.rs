@@ -30,10 +30,10 @@ struct LoadArgs {
     #[arg(long, global = true)]
     deployment: Option<String>,
     /// Closed loop: requests in flight.
-    #[arg(long, conflicts_with = "rate")]
+    #[arg(long, global = true, conflicts_with = "rate")]
     concurrency: Option<usize>,
     /// Open loop: requests per second, sent on schedule whatever the server does.
-    #[arg(long)]
+    #[arg(long, global = true)]
     rate: Option<f64>,
     /// Open loop with exponential (Poisson) gaps instead of even ones.
     #[arg(long, global = true)]
@@ -103,6 +103,9 @@ enum Cmd {
         #[command(flatten)]
         sweep: SweepArgs,
     },
+    /// The real-time load alone, then again while a batch job (submitted
+    /// through the Jobs API) runs; both phases reported side by side.
+    Mixed(MixedArgs),
     /// A V2 test server with a known service time (or none), for trying the tool.
     ServeTest {
         #[arg(long, default_value = "127.0.0.1:8500")]
@@ -115,7 +118,91 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Args)]
+struct MixedArgs {
+    /// The job's endpoint (default: --model).
+    #[arg(long)]
+    job_endpoint: Option<String>,
+    /// Rows for the batchers: a CSV, JSON Lines or Parquet file or folder
+    /// (or a file:// URI); made absolute.
+    #[arg(long)]
+    job_input: String,
+    /// The job's output folder (default: a fresh temporary folder, removed
+    /// once the job has ended).
+    #[arg(long)]
+    job_output: Option<PathBuf>,
+    /// Pin the job to a deployment (default: the endpoint's traffic weights).
+    #[arg(long)]
+    job_deployment: Option<String>,
+    /// Rows per model run in the batcher; 0 = sized to memory.
+    #[arg(long, default_value_t = 0)]
+    job_mini_batch_size: u32,
+    /// Rows per shard, the step the job's progress is counted in; 0 = the server's default.
+    #[arg(long, default_value_t = 0)]
+    job_shard_rows: u32,
+    /// Cancel the job if it still runs after the phase (else wait for it to end).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    cancel_job: bool,
+    /// Seconds the job may stay queued before the run gives up (and cancels it).
+    #[arg(long, default_value_t = 60.0)]
+    job_start_timeout: f64,
+}
+
+impl MixedArgs {
+    fn config(&self, load: &LoadArgs) -> Result<crate::mixed::MixedConfig> {
+        let input = if self.job_input.contains("://") {
+            self.job_input.clone()
+        } else {
+            let p = std::path::absolute(&self.job_input)
+                .with_context(|| format!("--job-input {}", self.job_input))?;
+            if !p.exists() {
+                bail!("--job-input {}: no such file or folder", p.display());
+            }
+            p.display().to_string()
+        };
+        let output = match &self.job_output {
+            Some(p) => std::path::absolute(p)?,
+            None => std::env::temp_dir().join(format!(
+                "sb-mixed-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            )),
+        };
+        let job = proto::switchboard::v1::JobSpec {
+            endpoint: self.job_endpoint.clone().unwrap_or(load.model.clone()),
+            deployment: self.job_deployment.clone().unwrap_or_default(),
+            input,
+            output: output.display().to_string(),
+            mini_batch_size: self.job_mini_batch_size,
+            shard_rows: self.job_shard_rows,
+            ..Default::default()
+        };
+        Ok(crate::mixed::MixedConfig {
+            load: load.config(load.mode()?)?,
+            job,
+            cancel_job: self.cancel_job,
+            remove_output: self.job_output.is_none(),
+            start_timeout: Duration::from_secs_f64(self.job_start_timeout.max(0.0)),
+        })
+    }
+}
+
 impl LoadArgs {
+    /// `--rate` (open loop) or `--concurrency` (closed loop, default 1).
+    fn mode(&self) -> Result<Mode> {
+        Ok(match (self.concurrency, self.rate) {
+            (_, Some(rate)) if rate > 0.0 => Mode::Open {
+                rate,
+                poisson: self.poisson,
+            },
+            (_, Some(_)) => bail!("--rate must be positive"),
+            (c, None) => Mode::Closed {
+                concurrency: c.unwrap_or(1),
+            },
+        })
+    }
+
     fn config(&self, mode: Mode) -> Result<LoadConfig> {
         let rows = match &self.data {
             Some(p) => Some(std::sync::Arc::new(crate::data::load_rows(p)?)),
@@ -151,12 +238,29 @@ impl LoadArgs {
             std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
         }
         if let Some(dir) = &self.report_dir {
+            write_dir(dir, r, &json)?;
+        }
+        Ok(json)
+    }
+
+    /// Mixed load: the pair's JSON and Markdown, and each phase's usual
+    /// files in `alone/` and `with_job/`.
+    fn write_mixed(&self, r: &crate::mixed::MixedReport) -> Result<String> {
+        let json = serde_json::to_string_pretty(r)?;
+        if let Some(p) = &self.report_json {
+            std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
+        }
+        if let Some(dir) = &self.report_dir {
             std::fs::create_dir_all(dir)?;
             std::fs::write(dir.join("report.json"), &json)?;
             std::fs::write(dir.join("report.md"), r.markdown())?;
-            r.write_hdr_log(&dir.join("latency.hlog"))?;
-            crate::chart::spectrum(r, &dir.join("latency-spectrum.svg"))
-                .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+            for (name, phase) in [("alone", &r.alone), ("with_job", &r.with_job)] {
+                write_dir(
+                    &dir.join(name),
+                    phase,
+                    &serde_json::to_string_pretty(phase)?,
+                )?;
+            }
         }
         Ok(json)
     }
@@ -173,6 +277,16 @@ impl LoadArgs {
         }
         Ok(())
     }
+}
+
+/// One run's report.json, report.md, HDR log and spectrum chart.
+fn write_dir(dir: &std::path::Path, r: &crate::Report, json: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("report.json"), json)?;
+    std::fs::write(dir.join("report.md"), r.markdown())?;
+    r.write_hdr_log(&dir.join("latency.hlog"))?;
+    crate::chart::spectrum(r, &dir.join("latency-spectrum.svg"))
+        .map_err(|e| anyhow::anyhow!("chart: {e}"))
 }
 
 fn sweep_config(load: &LoadArgs, s: &SweepArgs) -> Result<SweepConfig> {
@@ -197,18 +311,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     let a = &cli.load;
     match &cli.cmd {
         None => {
-            let mode = match (a.concurrency, a.rate) {
-                (_, Some(rate)) if rate > 0.0 => Mode::Open {
-                    rate,
-                    poisson: a.poisson,
-                },
-                (_, Some(_)) => bail!("--rate must be positive"),
-                (c, None) => Mode::Closed {
-                    concurrency: c.unwrap_or(1),
-                },
-            };
-            let report = crate::run(a.config(mode)?).await?;
+            let report = crate::run(a.config(a.mode()?)?).await?;
             println!("{}", a.write_run(&report)?);
+        }
+        Some(Cmd::Mixed(m)) => {
+            let report = crate::mixed::mixed(m.config(a)?).await?;
+            let json = a.write_mixed(&report)?;
+            eprintln!("{}", report.markdown());
+            println!("{json}");
         }
         Some(Cmd::Sweep(s)) => {
             let result = crate::sweep(sweep_config(a, s)?).await?;

@@ -8,12 +8,14 @@ pub mod chart;
 pub mod cli;
 pub mod cpu;
 pub mod data;
+pub mod mixed;
 pub mod report;
 pub mod run;
 pub mod sweep;
 pub mod target;
 pub mod testserver;
 
+pub use mixed::{MixedConfig, MixedReport, mixed};
 pub use report::{Latency, Report};
 pub use run::{LoadConfig, Mode, run};
 pub use sweep::{Plan, SweepConfig, SweepResult, plan, sweep};

@@ -112,8 +112,33 @@ pub async fn run(cfg: LoadConfig) -> Result<Report> {
 
 /// A run on an already connected target (sweeps reuse one).
 pub async fn run_on(target: &Target, cfg: &LoadConfig) -> Result<Report> {
-    let begin = Instant::now() + Duration::from_millis(20);
-    let window = (begin + cfg.warmup, begin + cfg.warmup + cfg.duration);
+    run_with(
+        target,
+        cfg,
+        Instant::now() + Duration::from_millis(20),
+        None,
+    )
+    .await
+}
+
+/// Text appended to the progress line, updated by the caller while the run
+/// goes on (mixed load shows the job's progress there).
+pub type Note = Arc<Mutex<String>>;
+
+/// The measured window of a run that starts at `begin`: warm-up first.
+pub fn window_of(cfg: &LoadConfig, begin: Instant) -> (Instant, Instant) {
+    (begin + cfg.warmup, begin + cfg.warmup + cfg.duration)
+}
+
+/// A run whose load starts at `begin` (so the caller knows its window, see
+/// [`window_of`]), with `note` on the progress line.
+pub async fn run_with(
+    target: &Target,
+    cfg: &LoadConfig,
+    begin: Instant,
+    note: Option<Note>,
+) -> Result<Report> {
+    let window = window_of(cfg, begin);
     let rec = Arc::new(Recorder {
         window,
         hist: Mutex::new(histogram()),
@@ -124,7 +149,7 @@ pub async fn run_on(target: &Target, cfg: &LoadConfig) -> Result<Report> {
     });
     let progress = cfg
         .progress
-        .then(|| tokio::spawn(progress_line(rec.clone())));
+        .then(|| tokio::spawn(progress_line(rec.clone(), note)));
     let sampler = tokio::spawn(sample_window(
         target.clone(),
         cfg.server_pids.clone(),
@@ -284,7 +309,7 @@ async fn open(
     .await;
 }
 
-async fn progress_line(rec: Arc<Recorder>) {
+async fn progress_line(rec: Arc<Recorder>, note: Option<Note>) {
     let start = Instant::now();
     let mut last = 0;
     loop {
@@ -299,8 +324,12 @@ async fn progress_line(rec: Arc<Recorder>) {
         } else {
             "draining"
         };
+        let note = note
+            .as_ref()
+            .and_then(|n| n.lock().ok().map(|n| format!("  {n}")))
+            .unwrap_or_default();
         eprint!(
-            "\r[{:>5.1}s {phase:>9}] sent {sent}  answered {done}  in flight {}  {}/s  errors {errors}   ",
+            "\r[{:>5.1}s {phase:>9}] sent {sent}  answered {done}  in flight {}  {}/s  errors {errors}{note}   ",
             start.elapsed().as_secs_f64(),
             sent.saturating_sub(done),
             done - last

@@ -2,6 +2,7 @@
 
 pub mod commands;
 mod invoke_file;
+pub mod jobs_cmd;
 pub mod redis_server;
 pub mod roles;
 pub mod up;

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use switchboard::commands::{
     self, Conn, DeploymentCmd, EndpointCmd, InvokeArgs, KeysCmd, TokenCmd,
 };
-use switchboard::roles::{self, GatewayArgs, WorkerArgs};
+use switchboard::jobs_cmd::{self, JobCmd};
+use switchboard::roles::{self, BatcherArgs, GatewayArgs, WorkerArgs};
 use switchboard::up::{self, UpArgs};
 
 /// Switchboard: model serving — real-time behind a gRPC gateway, batch through Redis.
@@ -27,12 +28,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Gateway + worker (+ Redis) in one process, with the demo endpoint.
+    /// Gateway + worker + batcher (+ Redis) in one process, with the demo endpoint.
     Up(UpArgs),
     /// Run the gateway role.
     Gateway(GatewayArgs),
     /// Run a worker role.
     Worker(WorkerArgs),
+    /// Run a batcher role: batch jobs from the Redis queue.
+    Batcher(BatcherArgs),
+    /// Batch scoring jobs: submit, status, list, cancel, watch.
+    #[command(subcommand)]
+    Job(JobCmd),
     #[command(subcommand)]
     Endpoint(EndpointCmd),
     #[command(subcommand)]
@@ -90,6 +96,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Up(a) => up::up(a, admin_key).await,
         Cmd::Gateway(a) => roles::gateway(a, admin_key).await,
         Cmd::Worker(a) => roles::worker(a).await,
+        Cmd::Batcher(a) => roles::batcher(a).await,
+        Cmd::Job(c) => jobs_cmd::job(&cli.conn, c).await,
         Cmd::Endpoint(c) => commands::endpoint(&cli.conn, c).await,
         Cmd::Deployment(c) => commands::deployment(&cli.conn, c).await,
         Cmd::Traffic { endpoint, weights } => commands::traffic(&cli.conn, endpoint, weights).await,

@@ -29,6 +29,10 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "yes",
+                // A job id answered to a client must survive a crash of
+                // Redis itself, so every write reaches the disk first.
+                "--appendfsync",
+                "always",
             ])
             .arg("--dir")
             .arg(dir)

@@ -92,6 +92,7 @@ impl SchedulerArgs {
         OrtOptions {
             intra_threads: self.intra_threads,
             device: self.device,
+            metered: false,
         }
     }
 }
@@ -153,6 +154,113 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         ..Default::default()
     };
     gpu_worker::server::run::serve(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// How a batcher sizes and guards its work; shared by `batcher` and `up`.
+#[derive(Debug, Clone, Args)]
+pub struct BatchTuning {
+    /// Memory a mini-batch may use (e.g. 64MiB, 2GiB); default: what the
+    /// device has free.
+    #[arg(long, value_parser = parse_bytes)]
+    pub batch_memory_budget: Option<u64>,
+    /// Share of the budget that `mini_batch_size: auto` aims at.
+    #[arg(long, default_value_t = 0.9)]
+    pub batch_utilisation: f64,
+    /// Hard cap on the engine's allocations (simulates a smaller device:
+    /// runs over it fail and their batch is halved).
+    #[arg(long, value_parser = parse_bytes)]
+    pub batch_memory_limit: Option<u64>,
+    /// Largest batch `auto` may choose (on a CPU, larger batches only cost
+    /// cache misses).
+    #[arg(long, default_value_t = 16_384)]
+    pub batch_max_auto: usize,
+    /// Seconds a shard may go without its batcher's heartbeat before
+    /// another batcher takes it over.
+    #[arg(long, default_value_t = 30.0)]
+    pub visibility_timeout: f64,
+    /// Where remote (object-store) inputs are staged and outputs written
+    /// before upload; default: a folder of the process's own under the
+    /// OS temp dir.
+    #[arg(long)]
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+impl BatchTuning {
+    pub fn config(
+        &self,
+        redis_url: &str,
+        device: gpu_worker::engine::Device,
+        intra_threads: usize,
+    ) -> batcher::BatcherConfig {
+        batcher::BatcherConfig {
+            redis_url: redis_url.to_string(),
+            device,
+            memory_budget: self.batch_memory_budget,
+            utilisation: self.batch_utilisation,
+            memory_limit: self.batch_memory_limit,
+            max_auto_batch: self.batch_max_auto.max(1),
+            visibility_timeout: Duration::from_secs_f64(self.visibility_timeout.max(0.1)),
+            intra_threads,
+            cache_dir: self.cache_dir.clone(),
+            ..batcher::BatcherConfig::default()
+        }
+    }
+}
+
+/// `123`, `64KiB`, `64MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}': expected a size like 64MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        u => return Err(format!("'{s}': unknown unit '{u}'")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BatcherArgs {
+    /// Redis holding the job queue.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis: String,
+    /// Consumer name (default: from the process id); unique per process.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Where models run: `cpu`, or `cuda:N` when built with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: gpu_worker::engine::Device,
+    /// Threads inside one model run.
+    #[arg(long, default_value_t = 1)]
+    pub intra_threads: usize,
+    #[command(flatten)]
+    pub tuning: BatchTuning,
+}
+
+pub async fn batcher(args: BatcherArgs) -> Result<()> {
+    let mut config = args
+        .tuning
+        .config(&args.redis, args.device, args.intra_threads);
+    if let Some(id) = args.id {
+        config.id = id;
+    }
+    println!("batcher {} reading jobs from {}", config.id, args.redis);
+    batcher::run(config, shutdown_signal()).await?;
     Ok(())
 }
 

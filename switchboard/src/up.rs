@@ -2,7 +2,7 @@
 //! Redis of its own, in one process, with the demo endpoint deployed.
 
 use crate::redis_server::RedisServer;
-use crate::roles::{MetricsArgs, SchedulerArgs, shutdown_signal};
+use crate::roles::{BatchTuning, MetricsArgs, SchedulerArgs, shutdown_signal};
 use anyhow::{Context, Result};
 use clap::Args;
 use client::Client;
@@ -33,6 +33,8 @@ pub struct UpArgs {
     pub rate_limit: u32,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
+    #[command(flatten)]
+    pub batch: BatchTuning,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -66,7 +68,10 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
             (Some(server), url)
         }
     };
+    // Deployments record model paths for batchers, which may run elsewhere.
     let models = models_dir(args.models.clone());
+    let models = std::fs::canonicalize(&models)
+        .with_context(|| format!("models folder {}", models.display()))?;
     let spec = |d: &str, file: &str| DeploymentSpec {
         endpoint: "digits".into(),
         deployment: d.into(),
@@ -97,6 +102,14 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         worker_listener,
         stopped(stop_rx.clone()),
     ));
+    let batcher = tokio::spawn(batcher::run(
+        args.batch.config(
+            &redis_url,
+            args.scheduler.device,
+            args.scheduler.intra_threads,
+        ),
+        stopped(stop_rx.clone()),
+    ));
     let gateway_config = gateway::GatewayConfig {
         redis_url,
         admin_key: Some(admin_key.clone()),
@@ -124,11 +137,13 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
     println!(
         "\ntry:\n  export SWITCHBOARD_URL={url} SWITCHBOARD_ADMIN_KEY={shown}\n  \
          switchboard invoke digits --file models/digits_mlp.expected.json\n  \
-         switchboard endpoint show digits\n"
+         switchboard endpoint show digits\n  \
+         switchboard job submit --endpoint digits --input rows.csv --output predictions --wait\n"
     );
     tokio::select! {
         () = shutdown_signal() => {}
         r = worker => { r??; }
+        r = batcher => { r??; }
         r = gateway => { r??; }
     }
     let _ = stop_tx.send(true);

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::batch;
 use common::*;
 use std::process::Output;
 
@@ -178,6 +179,87 @@ fn up_without_redis_server_says_how_to_get_one() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("redis-server not found") && err.contains("apt-get install redis-server"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_commands_end_to_end() {
+    let mut c = Cluster::start(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await;
+    let key = batch::batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
+    batch::spawn_batcher(&mut c, "b1", &[]);
+    let digits = batch::Digits::load();
+    let input = c.dir.0.join("rows.csv");
+    digits.write_csv(&input, 2_000, true);
+    let bad = c.dir.0.join("bad.csv");
+    std::fs::write(&bad, "1,2,3\n1,2\n").unwrap();
+    let url = c.gateway_url.clone();
+    let dir = c.dir.0.clone();
+    let (job_id, listed, failed) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+            cmd.env("SWITCHBOARD_URL", &url)
+                .env("SWITCHBOARD_KEY", &key)
+                .env_remove("SWITCHBOARD_ADMIN_KEY")
+                .args(args)
+                .output()
+                .expect("run switchboard")
+        };
+        let out = dir.join("out").display().to_string();
+        let done = ok(run(&[
+            "job",
+            "submit",
+            "--endpoint",
+            "digits",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            &out,
+            "--format",
+            "jsonl",
+            "--wait",
+        ]));
+        let job: serde_json::Value = serde_json::from_str(&done).unwrap();
+        assert_eq!(job["state"], "succeeded", "{done}");
+        assert_eq!(job["rows_done"], 2_000);
+        assert!(
+            std::path::Path::new(&out)
+                .join("part-00000.jsonl")
+                .is_file()
+        );
+        let id = job["id"].as_str().unwrap().to_string();
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(run(&["job", "status", &id]))).unwrap();
+        assert_eq!(status["state"], "succeeded");
+        let listed = ok(run(&["job", "list", "--state", "succeeded"]));
+        // --wait fails unless the job succeeded (this one has a short row).
+        let out2 = dir.join("out2").display().to_string();
+        let failed = run(&[
+            "job",
+            "submit",
+            "--endpoint",
+            "digits",
+            "--input",
+            bad.to_str().unwrap(),
+            "--output",
+            &out2,
+            "--bind",
+            "input=0,1,2",
+            "--wait",
+        ]);
+        (id, listed, failed)
+    })
+    .await
+    .unwrap();
+    assert!(listed.contains(&job_id), "{listed}");
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("failed") || err.contains("partially_succeeded"),
         "{err}"
     );
 }

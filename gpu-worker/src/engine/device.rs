@@ -25,6 +25,15 @@ impl Device {
         }
     }
 
+    /// Bytes a batcher may fill on this device: the operator's `configured`
+    /// budget when there is one, else what is free now (`free_memory`).
+    pub fn memory_budget(&self, configured: Option<u64>) -> Result<u64, EngineError> {
+        match configured {
+            Some(bytes) => Ok(bytes),
+            None => self.free_memory(),
+        }
+    }
+
     /// Execution providers ONNX Runtime should use for this device.
     pub(crate) fn execution_providers(&self) -> Vec<ort::ep::ExecutionProviderDispatch> {
         match self {
@@ -96,5 +105,12 @@ mod tests {
     fn cpu_reports_free_memory() {
         let free = super::Device::Cpu.free_memory().unwrap();
         assert!(free > 1 << 20, "{free}");
+    }
+
+    #[test]
+    fn budget_prefers_the_configured_one() {
+        let cpu = super::Device::Cpu;
+        assert_eq!(cpu.memory_budget(Some(123)).unwrap(), 123);
+        assert!(cpu.memory_budget(None).unwrap() > 1 << 20);
     }
 }

@@ -10,6 +10,10 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The run needed more memory than the device's budget allows; retrying
+    /// with a smaller batch may succeed. The session remains usable.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     #[error("deadline exceeded before the request ran")]
     DeadlineExceeded,
     #[error("{0}")]

@@ -4,11 +4,13 @@
 mod backend;
 mod device;
 mod error;
+mod memory;
 mod ort_backend;
 mod tensor;
 
 pub use backend::{Backend, BackendFactory};
 pub use device::Device;
 pub use error::EngineError;
+pub use memory::{MemoryMeter, cpu_meter};
 pub use ort_backend::{OrtBackend, OrtFactory, OrtOptions, ort_environment};
 pub use tensor::{DataType, ModelSignature, Tensor, TensorSpec};

@@ -25,6 +25,7 @@ pub fn status_of(e: EngineError) -> Status {
         EngineError::InvalidArgument(m) => Status::invalid_argument(m),
         EngineError::NotFound(m) => Status::not_found(m),
         EngineError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        e @ EngineError::OutOfMemory(_) => Status::resource_exhausted(e.to_string()),
         EngineError::DeadlineExceeded => {
             Status::deadline_exceeded("deadline exceeded before the request ran")
         }

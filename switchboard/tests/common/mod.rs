@@ -277,3 +277,4 @@ impl Cluster {
         .await;
     }
 }
+pub mod batch;

@@ -1,0 +1,105 @@
+//! The models a batcher has loaded, one metered engine instance each, and
+//! the batch size each job runs them at.
+
+use crate::config::BatcherConfig;
+use crate::sizing::{self, Fit};
+use gpu_worker::engine::{
+    Backend, BackendFactory, DataType, Device, EngineError, ModelSignature, OrtFactory, OrtOptions,
+};
+use std::collections::HashMap;
+
+pub struct Model {
+    pub backend: Box<dyn Backend>,
+    pub signature: ModelSignature,
+    /// Memory fits by row shape (the same model may be fed rows of another
+    /// width only when it has dynamic dims, but keep them apart anyway).
+    fits: HashMap<Vec<(DataType, Vec<i64>)>, Fit>,
+}
+
+/// A handful of models is plenty: a batcher works on one job at a time and
+/// jobs of one endpoint share a model.
+const KEEP: usize = 4;
+
+pub struct Models {
+    config: BatcherConfig,
+    loaded: HashMap<String, Model>,
+}
+
+impl Models {
+    pub fn new(config: BatcherConfig) -> Self {
+        Models {
+            config,
+            loaded: HashMap::new(),
+        }
+    }
+
+    pub fn get(&mut self, uri: &str) -> Result<&mut Model, EngineError> {
+        if !self.loaded.contains_key(uri) {
+            if self.loaded.len() >= KEEP {
+                self.loaded.clear();
+            }
+            let path = uri.strip_prefix("file://").unwrap_or(uri);
+            let factory = OrtFactory::new(
+                path,
+                OrtOptions {
+                    intra_threads: self.config.intra_threads,
+                    device: self.config.device,
+                    metered: true,
+                },
+            )?;
+            let model = Model {
+                backend: factory.create()?,
+                signature: factory.signature().clone(),
+                fits: HashMap::new(),
+            };
+            self.loaded.insert(uri.to_string(), model);
+        }
+        self.loaded
+            .get_mut(uri)
+            .ok_or_else(|| EngineError::Runtime("model cache lost an entry".into()))
+    }
+
+    /// The memory fit for rows of this shape, measured on first use.
+    pub fn fit(
+        &mut self,
+        uri: &str,
+        row_shapes: &[(DataType, Vec<i64>)],
+    ) -> Result<Fit, EngineError> {
+        let config = self.config.clone();
+        let model = self.get(uri)?;
+        if let Some(f) = model.fits.get(row_shapes) {
+            return Ok(f.clone());
+        }
+        let meter = meter_for(config.device)?;
+        let budget = config.device.memory_budget(config.memory_budget)?;
+        // The hard cap applies to scoring, not to measuring: sizing must see
+        // what the model really needs for the cap to bite afterwards.
+        meter.set_limit(None);
+        let fit = sizing::fit_batch(
+            model.backend.as_mut(),
+            meter,
+            row_shapes,
+            budget,
+            config.utilisation,
+            config.max_auto_batch,
+        );
+        meter.set_limit(config.memory_limit);
+        let fit = fit?;
+        tracing::info!(model = uri, %fit, "mini-batch sized to memory");
+        model.fits.insert(row_shapes.to_vec(), fit.clone());
+        Ok(fit)
+    }
+}
+
+/// The meter that sees the device's allocations. Only the CPU has one: on
+/// CUDA, `auto` needs the device's own reading, which is not built yet.
+pub fn meter_for(device: Device) -> Result<&'static gpu_worker::engine::MemoryMeter, EngineError> {
+    match device {
+        Device::Cpu => gpu_worker::engine::cpu_meter(),
+        #[allow(unreachable_patterns)]
+        _ => Err(EngineError::InvalidArgument(
+            "mini_batch_size auto measures memory on the CPU only in this build; give a number"
+                .into(),
+        )),
+    }
+}

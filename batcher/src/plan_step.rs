@@ -1,0 +1,152 @@
+//! Planning: a queued job becomes shards (row ranges or row groups) on the
+//! work stream, with its input columns bound to the model's inputs. A spec
+//! that cannot run (no such input, columns that do not fit the model) ends
+//! the job `failed` here, with the reason, before any row is scored.
+
+use crate::io::Format;
+use crate::queue::{Binding, Entry, JobRecord, JobState, QueueError};
+use crate::runner::{Ctx, persist};
+use crate::shard::ShardTask;
+use gpu_worker::engine::ModelSignature;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+pub(crate) async fn plan(ctx: &Arc<Ctx>, e: &Entry, job: &JobRecord) -> Result<(), QueueError> {
+    let q = &ctx.queue;
+    if job.state != JobState::Queued {
+        return persist("ack", || q.ack(e)).await;
+    }
+    let made = {
+        let (ctx, job) = (ctx.clone(), job.clone());
+        tokio::task::spawn_blocking(move || make_plan(&ctx, &job))
+            .await
+            .unwrap_or_else(|e| Err(format!("planning thread: {e}")))
+    };
+    match made {
+        Ok((rows, pieces)) => {
+            info!(job = %job.id, rows, shards = pieces.len(), "job planned");
+            persist("recording a plan", || q.plan(e, job, rows, &pieces)).await
+        }
+        Err(msg) => {
+            warn!(job = %job.id, error = %msg, "job cannot run");
+            persist("failing a job", || {
+                q.finish(e, JobState::Failed, &msg, "", "")
+            })
+            .await
+        }
+    }
+}
+
+fn make_plan(ctx: &Ctx, job: &JobRecord) -> Result<(u64, Vec<String>), String> {
+    let spec = &job.spec;
+    let plan = ctx
+        .stores
+        .plan(
+            &spec.input,
+            spec.input_format,
+            u64::from(spec.shard_rows.max(1)),
+        )
+        .map_err(|e| format!("input '{}': {e}", spec.input))?;
+    let sig = {
+        // A panic elsewhere must not stop all later jobs: the cache holds
+        // nothing a half-finished step could have broken.
+        let mut models = ctx.models.lock().unwrap_or_else(|p| p.into_inner());
+        let model = models
+            .get(&spec.model_uri)
+            .map_err(|e| format!("model '{}': {e}", spec.model_uri))?;
+        model.signature.clone()
+    };
+    let inputs = bind(&sig, &plan.columns, &spec.bindings)?;
+    let output_format = spec
+        .output_format
+        .or(spec.input_format)
+        .or_else(|| plan.pieces.first().map(|p| p.format))
+        .unwrap_or(Format::Csv);
+    ctx.stores
+        .output(&spec.output)
+        .and_then(|out| out.prepare())
+        .map_err(|e| format!("output '{}': {e}", spec.output))?;
+    let pieces = plan
+        .pieces
+        .into_iter()
+        .map(|piece| {
+            serde_json::to_string(&ShardTask {
+                piece,
+                inputs: inputs.clone(),
+                output_format,
+            })
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((plan.rows_total, pieces))
+}
+
+/// Column indices for each model input. With no bindings, a model with one
+/// input takes every column in order.
+pub fn bind(
+    sig: &ModelSignature,
+    columns: &[String],
+    bindings: &[Binding],
+) -> Result<Vec<Vec<usize>>, String> {
+    let mut out = Vec::new();
+    if bindings.is_empty() {
+        if sig.inputs.len() != 1 {
+            return Err(format!(
+                "the model has {} inputs ({}); bind columns to each",
+                sig.inputs.len(),
+                sig.inputs
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        out.push((0..columns.len()).collect::<Vec<_>>());
+    } else {
+        for t in &sig.inputs {
+            let b = bindings
+                .iter()
+                .find(|b| b.input == t.name)
+                .ok_or_else(|| format!("no columns bound to model input '{}'", t.name))?;
+            let idx = b
+                .columns
+                .iter()
+                .map(|c| column_index(columns, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(idx);
+        }
+        if let Some(b) = bindings
+            .iter()
+            .find(|b| !sig.inputs.iter().any(|t| t.name == b.input))
+        {
+            return Err(format!("the model has no input '{}'", b.input));
+        }
+    }
+    for (t, cols) in sig.inputs.iter().zip(&out) {
+        let row = t.dims.get(1..).unwrap_or(&[]);
+        if row.iter().all(|&d| d > 0) {
+            let width: i64 = row.iter().product();
+            if width != cols.len() as i64 {
+                return Err(format!(
+                    "model input '{}' takes {width} values per row; {} columns are bound to it",
+                    t.name,
+                    cols.len()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn column_index(columns: &[String], c: &str) -> Result<usize, String> {
+    if let Some(i) = columns.iter().position(|n| n == c) {
+        return Ok(i);
+    }
+    match c.parse::<usize>() {
+        Ok(i) if i < columns.len() => Ok(i),
+        _ => Err(format!(
+            "no column '{c}' in the input (it has {} columns)",
+            columns.len()
+        )),
+    }
+}

@@ -1,0 +1,88 @@
+//! State changes that read and write together run as Lua scripts, so that a
+//! batcher dying between two commands cannot leave a job half-changed (Redis
+//! runs a script as one step, and AOF records its effects as one).
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// KEYS: job. ARGV: now. Queued jobs end at once (nothing was written);
+/// running ones are flagged and end when every shard is accounted for.
+pub static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local s = redis.call('HGET', KEYS[1], 'state')
+if not s then return false end
+if s == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_requested', '1', 'finished_ms', ARGV[1])
+  return 'cancelled'
+elseif s == 'running' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelling', 'cancel_requested', '1')
+  return 'cancelling'
+end
+return s
+",
+    )
+});
+
+/// KEYS: job, work stream for its shards, stream of the plan entry.
+/// ARGV: group, entry id, now, rows_total, shards_total, job id, then
+/// (shard index, piece JSON) pairs. Only a queued job is planned, so a plan
+/// entry delivered twice adds its shards once.
+pub static PLAN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local s = redis.call('HGET', KEYS[1], 'state')
+if s == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'started_ms', ARGV[3],
+    'rows_total', ARGV[4], 'shards_total', ARGV[5])
+  for i = 7, #ARGV, 2 do
+    redis.call('XADD', KEYS[2], '*', 'kind', 'shard', 'job', ARGV[6], 'shard', ARGV[i], 'piece', ARGV[i + 1])
+  end
+  if tonumber(ARGV[5]) == 0 and redis.call('HSETNX', KEYS[1], 'finalize_queued', '1') == 1 then
+    redis.call('XADD', KEYS[2], '*', 'kind', 'finalize', 'job', ARGV[6])
+  end
+end
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+return s
+",
+    )
+});
+
+/// KEYS: job, its done-set, the entry's stream. ARGV: group, entry id,
+/// shard index, rows done, rows failed, job id, batcher id. The done-set makes counting
+/// idempotent: a shard run twice (its first batcher died after writing)
+/// counts once. The last shard queues the finalize step exactly once.
+pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SADD', KEYS[2], ARGV[3]) == 1 then
+  redis.call('HSET', KEYS[1], 'part:' .. ARGV[3], ARGV[4] .. ',' .. ARGV[5] .. ',' .. ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'rows_failed', ARGV[5])
+  local done = redis.call('HINCRBY', KEYS[1], 'shards_done', 1)
+  local total = tonumber(redis.call('HGET', KEYS[1], 'shards_total') or '0')
+  if done >= total and redis.call('HSETNX', KEYS[1], 'finalize_queued', '1') == 1 then
+    redis.call('XADD', KEYS[3], '*', 'kind', 'finalize', 'job', ARGV[6])
+  end
+end
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+return 1
+",
+    )
+});
+
+/// KEYS: job, the entry's stream. ARGV: group, entry id, state, message,
+/// manifest, errors, now. A final state is never overwritten.
+pub static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local s = redis.call('HGET', KEYS[1], 'state')
+if s and s ~= 'succeeded' and s ~= 'partially_succeeded' and s ~= 'failed' and s ~= 'cancelled' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[3], 'message', ARGV[4], 'manifest', ARGV[5],
+    'errors', ARGV[6], 'finished_ms', ARGV[7])
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+return 1
+",
+    )
+});

@@ -1,0 +1,225 @@
+//! Batch jobs under faults: batchers SIGKILLed mid-shard, Redis killed and
+//! restarted from its AOF, shards that keep failing, memory that runs out.
+
+mod common;
+
+use client::proto::switchboard::v1 as pb;
+use common::batch::*;
+use common::*;
+use std::collections::HashSet;
+use std::time::Duration;
+use switchboard::redis_server::RedisServer;
+
+const MINUTES: Duration = Duration::from_secs(600);
+
+async fn cluster() -> Cluster {
+    Cluster::start(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await
+}
+
+/// The batchers that counted each shard, from the job hash.
+async fn counted_by(c: &Cluster, id: &str) -> HashSet<String> {
+    job_hash(c, id)
+        .await
+        .iter()
+        .filter(|(k, _)| k.starts_with("part:"))
+        .filter_map(|(_, v)| v.rsplit(',').next().map(str::to_string))
+        .collect()
+}
+
+/// Entries a consumer holds unacknowledged, over all work streams.
+async fn pending_of(c: &Cluster, consumer: &str) -> usize {
+    let client = redis::Client::open(c.redis.url()).unwrap();
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    let mut n = 0;
+    for s in batcher::queue::STREAMS {
+        let r: redis::Value = redis::cmd("XPENDING")
+            .arg(s)
+            .arg(batcher::queue::GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(100)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(redis::Value::Nil);
+        if let redis::Value::Array(v) = r {
+            n += v.len();
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batchers_share_a_job_and_one_is_killed_mid_shard() {
+    let mut c = cluster().await;
+    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
+    let fast = ["--visibility-timeout", "2", "--batch-max-auto", "512"];
+    spawn_batcher(&mut c, "b1", &fast);
+    spawn_batcher(&mut c, "b2", &fast);
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    let digits = Digits::load();
+    let input = c.dir.0.join("rows.csv");
+    const N: u64 = 600_000;
+    digits.write_csv(&input, N, true);
+    let out = out_dir(&c, "out");
+    let mut s = spec("digits", &input, &out);
+    s.shard_rows = 15_000;
+    let job = client.submit_job(s).await.unwrap();
+    // Both batchers have counted shards, and b2 is in the middle of another.
+    wait_until("both batchers to work on the job", MINUTES, || {
+        let (c, id) = (&c, job.id.clone());
+        async move {
+            let by = counted_by(c, &id).await;
+            by.contains("b1") && by.contains("b2") && pending_of(c, "b2").await > 0
+        }
+    })
+    .await;
+    c.children[1].start_kill().unwrap();
+    c.children[1].wait().await.unwrap();
+    let end = wait_final(&client, &job.id, MINUTES).await;
+    assert_eq!(state(&end), pb::JobState::Succeeded, "{end:?}");
+    assert_eq!((end.rows_done, end.rows_failed), (N, 0));
+    let rows = read_outputs(&out);
+    assert_every_row_once(&rows, N, &digits);
+    // No temp file of the killed writer is left behind.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.ends_with(".tmp"), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_job_loses_no_job_and_no_row() {
+    let mut c = cluster().await;
+    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
+    spawn_batcher(&mut c, "b1", &["--visibility-timeout", "3"]);
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    let digits = Digits::load();
+    let input = c.dir.0.join("rows.csv");
+    const N: u64 = 300_000;
+    digits.write_csv(&input, N, false);
+    let mut s = spec("digits", &input, &out_dir(&c, "first"));
+    s.shard_rows = 20_000;
+    let first = client.submit_job(s).await.unwrap();
+    wait_until("a shard to be counted", MINUTES, || {
+        let (client, id) = (client.clone(), first.id.clone());
+        async move { client.get_job(&id).await.is_ok_and(|j| j.shards_done >= 1) }
+    })
+    .await;
+    // A job answered just before the crash must survive it too.
+    let second = client
+        .submit_job(spec("digits", &input, &out_dir(&c, "second")))
+        .await
+        .unwrap();
+    let port = c.redis.port;
+    c.redis.kill().await;
+    c.redis = RedisServer::start_on(&c.dir.0.join("redis"), port)
+        .await
+        .unwrap();
+    for (id, name) in [(&first.id, "first"), (&second.id, "second")] {
+        let end = wait_final(&client, id, MINUTES).await;
+        assert_eq!(state(&end), pb::JobState::Succeeded, "{name}: {end:?}");
+        assert_eq!((end.rows_done, end.rows_failed), (N, 0), "{name}");
+        assert_every_row_once(&read_outputs(&out_dir(&c, name)), N, &digits);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_keeps_failing_goes_to_dead_letter_and_its_rows_count_as_failed() {
+    let mut c = cluster().await;
+    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
+    spawn_batcher(&mut c, "b1", &[]);
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    let digits = Digits::load();
+    // Two row groups of 50,000; the first one's pages are overwritten, so
+    // planning (which reads only the footer) succeeds and reading fails.
+    let input = c.dir.0.join("rows.parquet");
+    digits.write_parquet(&input, 100_000);
+    let mut bytes = std::fs::read(&input).unwrap();
+    for b in &mut bytes[64..4096] {
+        *b = 0xA5;
+    }
+    std::fs::write(&input, bytes).unwrap();
+    let mut s = spec("digits", &input, &out_dir(&c, "out"));
+    s.shard_rows = 50_000;
+    s.max_retries = Some(1);
+    let job = client.submit_job(s).await.unwrap();
+    let end = wait_final(&client, &job.id, MINUTES).await;
+    assert_eq!(state(&end), pb::JobState::PartiallySucceeded, "{end:?}");
+    assert_eq!((end.rows_done, end.rows_failed), (50_000, 50_000));
+    let errors = std::fs::read_to_string(&end.errors).unwrap();
+    let first: serde_json::Value = serde_json::from_str(errors.lines().next().unwrap()).unwrap();
+    assert_eq!(first["row"], 0);
+    assert!(
+        first["reason"].as_str().unwrap().contains("failed 2 times"),
+        "{first}"
+    );
+    assert_eq!(errors.lines().count(), 50_000);
+    let h = job_hash(&c, &job.id).await;
+    assert_eq!(h.get("attempts:0").map(String::as_str), Some("2"));
+    let r = redis::Client::open(c.redis.url()).unwrap();
+    let mut conn = r.get_multiplexed_async_connection().await.unwrap();
+    let dead: usize = redis::cmd("XLEN")
+        .arg(batcher::queue::DEAD_LETTER)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dead, 1);
+    let rows = read_outputs(&out_dir(&c, "out"));
+    assert_eq!(rows.len(), 50_000);
+    assert!(rows.iter().all(|r| r.0 >= 50_000));
+}
+
+/// Convnet rows (3x32x32 values) as CSV: 3072 small integers per line.
+fn write_convnet_csv(path: &std::path::Path, n: usize) {
+    let line: Vec<String> = (0..3072).map(|i| ((i * 7) % 17).to_string()).collect();
+    let line = line.join(",") + "\n";
+    std::fs::write(path, line.repeat(n)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_batch_fits_the_memory_budget_and_an_allocation_failure_halves_it() {
+    let mut c = cluster().await;
+    let key = batch_endpoint(&c, "conv", &[("a", "convnet.onnx")]).await;
+    // Sizing measures without the cap (the batch it picks peaks near 0.9 x
+    // 64 MiB); the cap of 40 MiB then makes the first run of that size fail.
+    spawn_batcher(
+        &mut c,
+        "b1",
+        &[
+            "--batch-memory-budget",
+            "64MiB",
+            "--batch-memory-limit",
+            "40MiB",
+        ],
+    );
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    let input = c.dir.0.join("images.csv");
+    write_convnet_csv(&input, 1_000);
+    let job = client
+        .submit_job(spec("conv", &input, &out_dir(&c, "out")))
+        .await
+        .unwrap();
+    let end = wait_final(&client, &job.id, MINUTES).await;
+    assert_eq!(state(&end), pb::JobState::Succeeded, "{end:?}");
+    assert_eq!(end.rows_done, 1_000);
+    // The fit says what it chose and why; the halving is recorded after it.
+    let fit = &end.batch_fit;
+    assert!(fit.contains("budget 67108864"), "{fit}");
+    let chosen: u32 = fit
+        .strip_prefix("batch ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{fit}"));
+    assert!(fit.contains("halved"), "{fit}");
+    assert!(
+        end.batch_size <= chosen / 2 && end.batch_size > 0,
+        "{end:?}"
+    );
+}
