@@ -87,6 +87,10 @@ struct SweepArgs {
     /// Windows per probed rate; all must pass.
     #[arg(long, default_value_t = 2)]
     repeats: usize,
+    /// Re-measurements of a failed window before the rate counts as failed
+    /// (a lone hiccup of a shared machine should not decide capacity).
+    #[arg(long, default_value_t = 1)]
+    confirm_failures: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +307,7 @@ fn sweep_config(load: &LoadArgs, s: &SweepArgs) -> Result<SweepConfig> {
         hi: s.hi,
         iterations: s.iterations,
         repeats: s.repeats,
+        confirm_failures: s.confirm_failures,
         poisson: load.poisson,
     })
 }

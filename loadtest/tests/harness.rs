@@ -154,6 +154,7 @@ async fn sweep_finds_the_capacity_of_one_worker() {
         hi: 1000.0,
         iterations: 6,
         repeats: 2,
+        confirm_failures: 1,
         poisson: false,
     })
     .await
@@ -167,4 +168,65 @@ async fn sweep_finds_the_capacity_of_one_worker() {
     let plan = loadtest::plan(2000.0, 0.2, result);
     // 2000 / (c * 0.8) replicas, for c in 450..550: 5 or 6.
     assert!((5..=6).contains(&plan.replicas), "{}", plan.explanation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_stall_is_measured_again_not_taken_as_the_capacity() {
+    let _one = SERIAL.lock().await;
+    let server = TestServer::start(TRIVIAL).await.unwrap();
+    let sweep = |confirm_failures| {
+        let mut base = config(
+            server.url(),
+            Mode::Open {
+                rate: 1.0,
+                poisson: false,
+            },
+            1.5,
+        );
+        base.warmup = Duration::from_millis(300);
+        // The stall is the scenario under test: 0.6 s into the first window
+        // of the first probed rate, over before that window ends.
+        let control = server.control.clone();
+        let stall = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            control.stall();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            control.resume();
+        });
+        let run = loadtest::sweep(SweepConfig {
+            base,
+            slo_p99: Duration::from_millis(50),
+            max_error_rate: 0.0,
+            lo: 100.0,
+            hi: 200.0,
+            iterations: 0,
+            repeats: 1,
+            confirm_failures,
+            poisson: false,
+        });
+        async move {
+            let r = run.await.unwrap();
+            stall.await.unwrap();
+            r
+        }
+    };
+    // Without re-measurement the stall decides: not even 100/s passes.
+    let r = sweep(0).await;
+    assert_eq!(r.capacity_per_s, 0.0, "{:#?}", r.steps);
+    assert!(r.steps[0].p99_us >= 300_000, "{:#?}", r.steps);
+    // With one, the stalled window fails, its re-measurement passes, and the
+    // trivial server is found to take the whole range.
+    let r = sweep(1).await;
+    assert!(
+        !r.steps[0].passed && r.steps[0].p99_us >= 300_000,
+        "{:#?}",
+        r.steps
+    );
+    assert!(
+        r.steps[1].passed && r.steps[1].attempt == 1,
+        "{:#?}",
+        r.steps
+    );
+    assert_eq!(r.capacity_per_s, 200.0, "{:#?}", r.steps);
+    assert!(r.capacity_at_least);
 }
