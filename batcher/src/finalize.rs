@@ -6,6 +6,7 @@
 //! delete): see [`crate::io::OutputDir`].
 
 use crate::io::{IoError, Stores};
+use crate::plan_step::is_job_output;
 use crate::queue::{Entry, JobRecord, JobState, QueueError};
 use crate::runner::{Ctx, persist};
 use crate::shard::errors_name;
@@ -30,10 +31,18 @@ pub(crate) async fn finalize(ctx: &Arc<Ctx>, e: &Entry) -> Result<(), QueueError
     let (manifest, errors) = match written {
         Ok(paths) => paths,
         Err(err) => {
-            // The output folder is unwritable: leave the entry for a retry
-            // rather than end the job without its manifest.
+            // The output folder may be unwritable for a while: retry like a
+            // shard, then end the job failed with the reason rather than
+            // keep it running for ever.
             warn!(job = %job.id, error = %err, "cannot write the manifest");
-            let why = err.to_string();
+            let why = format!("cannot write the job's output: {err}");
+            let tries = persist("counting an attempt", || q.final_attempt(&job.id)).await?;
+            if tries > u64::from(job.spec.max_retries) {
+                return persist("failing a job", || {
+                    q.finish(e, JobState::Failed, &why, "", "")
+                })
+                .await;
+            }
             return persist("retrying the final step", || q.retry(e, &why)).await;
         }
     };
@@ -85,7 +94,7 @@ fn write_outputs(
     let mut listed = Vec::new();
     let owned: Vec<u32> = parts.iter().filter(|p| p.1 > 0).map(|p| p.0).collect();
     for name in out.list()? {
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if name.starts_with('.') && name.ends_with(".tmp") && is_job_output(&name) {
             let _ = out.remove(&name);
         } else if let Some(shard) = part_shard(&name) {
             if owned.contains(&shard) && !job.spec.summary_only {

@@ -16,6 +16,16 @@ pub struct Model {
     fits: HashMap<Vec<(DataType, Vec<i64>)>, Fit>,
 }
 
+impl Model {
+    /// Lowers the batch of a memory fit after scoring had to halve it, so
+    /// the next shard starts at a size that fits instead of failing again.
+    pub fn lower_fit(&mut self, row_shapes: &[(DataType, Vec<i64>)], batch: usize) {
+        if let Some(f) = self.fits.get_mut(row_shapes) {
+            f.batch = f.batch.min(batch.max(1));
+        }
+    }
+}
+
 /// A handful of models is plenty: a batcher works on one job at a time and
 /// jobs of one endpoint share a model.
 const KEEP: usize = 4;

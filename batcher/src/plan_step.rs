@@ -57,15 +57,32 @@ fn make_plan(ctx: &Ctx, job: &JobRecord) -> Result<(u64, Vec<String>), String> {
         model.signature.clone()
     };
     let inputs = bind(&sig, &plan.columns, &spec.bindings)?;
+    if spec.mini_batch_size == 0 {
+        // Found here, not once per shard: every shard would fail alike.
+        crate::model::meter_for(ctx.config.device).map_err(|e| e.to_string())?;
+    }
     let output_format = spec
         .output_format
         .or(spec.input_format)
         .or_else(|| plan.pieces.first().map(|p| p.format))
         .unwrap_or(Format::Csv);
-    ctx.stores
-        .output(&spec.output)
-        .and_then(|out| out.prepare())
-        .map_err(|e| format!("output '{}': {e}", spec.output))?;
+    let out_err = |e: crate::io::IoError| format!("output '{}': {e}", spec.output);
+    let out = ctx.stores.output(&spec.output).map_err(out_err)?;
+    out.prepare().map_err(out_err)?;
+    // The final step removes parts that no shard of this job owns, so a
+    // folder holding another job's output (or input files named like
+    // parts) is refused before anything in it is touched.
+    if let Some(name) = out
+        .list()
+        .map_err(out_err)?
+        .into_iter()
+        .find(|n| is_job_output(n))
+    {
+        return Err(format!(
+            "output '{}' already holds '{name}' (another job's output?); give an empty or new folder",
+            spec.output
+        ));
+    }
     let pieces = plan
         .pieces
         .into_iter()
@@ -79,6 +96,15 @@ fn make_plan(ctx: &Ctx, job: &JobRecord) -> Result<(u64, Vec<String>), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((plan.rows_total, pieces))
+}
+
+/// Names a job writes into its output folder, temp files included.
+pub fn is_job_output(name: &str) -> bool {
+    let name = name.strip_prefix('.').unwrap_or(name);
+    name.starts_with("part-")
+        || name.starts_with("manifest.json")
+        || name.starts_with("errors.jsonl")
+        || name == "_errors"
 }
 
 /// Column indices for each model input. With no bindings, a model with one

@@ -231,6 +231,10 @@ async fn shard(
             }
             .run()
             .map_err(|e| e.to_string())?;
+            if o.halvings > 0 && job.spec.mini_batch_size == 0 {
+                let shapes = crate::shard::row_shapes(&model.signature, &task.inputs);
+                model.lower_fit(&shapes, o.batch);
+            }
             if !o.stopped {
                 let format = task.output_format;
                 crate::shard::publish(&out, index, format, job.spec.summary_only, o.failed)
@@ -253,19 +257,20 @@ async fn shard(
             .await
         }
         Ok(o) => {
+            // Recorded once per new low, not once per shard that halved
+            // from the job's fixed size again.
             if o.halvings > 0 {
-                let note = format!(
-                    "halved {} times after allocation failures, to {}",
-                    o.halvings, o.batch
-                );
-                let fit = match q.get(&job.id).await {
-                    Ok(j) => format!("{}; {note}", j.batch_fit),
-                    Err(_) => note,
-                };
-                persist("recording the batch", || {
-                    q.set_batch(&job.id, o.batch as u32, &fit)
-                })
-                .await?;
+                let recorded = persist("reading a job", || q.get(&job.id)).await?;
+                if (o.batch as u32) < recorded.batch_size {
+                    let fit = format!(
+                        "{}; halved {} times after allocation failures, to {}",
+                        recorded.batch_fit, o.halvings, o.batch
+                    );
+                    persist("recording the batch", || {
+                        q.set_batch(&job.id, o.batch as u32, &fit)
+                    })
+                    .await?;
+                }
             }
             info!(job = %job.id, shard = index, rows = o.done, failed = o.failed, "shard done");
             persist("completing a shard", || {

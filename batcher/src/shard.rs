@@ -182,6 +182,12 @@ impl ShardRun<'_> {
                     break;
                 }
             }
+            // The reader stops sending when `stop` is set, which also ends
+            // the loop above without a chunk to notice it by: without this
+            // a part cut short would be renamed into place as complete.
+            if stop.load(Ordering::Relaxed) {
+                outcome.stopped = true;
+            }
             drop(out_tx);
             let part = match writer {
                 Some(w) => w

@@ -127,22 +127,27 @@ pub fn fit_batch(
         max_batch
     };
     // Check the choice on the model itself; shrink in proportion if the line
-    // was optimistic.
-    let mut peak = 0;
-    for _ in 0..4 {
-        peak = match measure(backend, meter, row_shapes, batch) {
-            Ok(p) => p,
-            Err(EngineError::OutOfMemory(_)) if batch > 1 => {
-                batch /= 2;
-                continue;
+    // was optimistic. The size returned is always one that was measured.
+    let mut peak = None;
+    for _ in 0..8 {
+        match measure(backend, meter, row_shapes, batch) {
+            Ok(p) if p <= budget || batch == 1 => {
+                peak = Some(p);
+                break;
             }
+            Ok(p) => {
+                let scaled = (batch as f64 * target as f64 / p as f64) as usize;
+                batch = scaled.clamp(1, batch - 1);
+            }
+            Err(EngineError::OutOfMemory(_)) if batch > 1 => batch /= 2,
             Err(e) => return Err(e),
-        };
-        if peak <= budget || batch == 1 {
-            break;
         }
-        batch = ((batch as f64 * target as f64 / peak as f64) as usize).max(1);
     }
+    let peak = peak.ok_or_else(|| {
+        EngineError::OutOfMemory(format!(
+            "no batch size was found whose peak fits the budget of {budget} bytes"
+        ))
+    })?;
     Ok(Fit {
         batch,
         fixed,

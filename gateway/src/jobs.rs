@@ -317,9 +317,12 @@ impl Jobs for JobsService {
         let offset = if r.page_token.is_empty() {
             0
         } else {
+            // Offsets into the job index; u32 keeps them inside Redis's
+            // signed range indices.
             r.page_token
-                .parse()
+                .parse::<u32>()
                 .map_err(|_| bad(format!("page_token '{}' is not one we gave", r.page_token)))?
+                as usize
         };
         let size = match r.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -367,7 +370,12 @@ impl Jobs for JobsService {
             }
             let mut misses = 0;
             loop {
-                tokio::time::sleep(WATCH_EVERY).await;
+                // A watcher that hung up is noticed here, not only at the
+                // next change: a job that never moves would keep us polling.
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_EVERY) => {}
+                    _ = tx.closed() => return,
+                }
                 match queue.get(&first.id).await {
                     Ok(job) => {
                         misses = 0;

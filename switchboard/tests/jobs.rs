@@ -305,6 +305,38 @@ async fn jobs_api_answers_bad_requests_precisely() {
         .await
         .unwrap();
     assert!(running.jobs.is_empty());
+    // Paging, newest first: two jobs in pages of one.
+    let second = client
+        .submit_job(spec("digits", &input, &out))
+        .await
+        .unwrap();
+    let page1 = client.list_jobs("digits", None, 1, "").await.unwrap();
+    let ids: Vec<_> = page1.jobs.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids, [second.id.as_str()]);
+    let page2 = client
+        .list_jobs("digits", None, 1, &page1.next_page_token)
+        .await
+        .unwrap();
+    let ids: Vec<_> = page2.jobs.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids, [job.id.as_str()]);
+    for token in ["abc", "-1", "99999999999999999999", "18446744073709551615"] {
+        assert_eq!(
+            code(
+                client
+                    .list_jobs("digits", None, 1, token)
+                    .await
+                    .map(|_| pb::Job::default())
+            ),
+            tonic::Code::InvalidArgument,
+            "{token}"
+        );
+    }
+    // An id naming a job's companion key is no job.
+    assert_eq!(
+        code(client.get_job(&format!("{}:done", job.id)).await),
+        tonic::Code::NotFound
+    );
+    client.cancel_job(&second.id).await.unwrap();
     // A job nobody has picked up yet is cancelled at once.
     let cancelled = client.cancel_job(&job.id).await.unwrap();
     assert_eq!(state(&cancelled), pb::JobState::Cancelled);
@@ -334,4 +366,25 @@ async fn a_spec_that_cannot_run_fails_the_job_with_the_reason() {
     let job = wait_final(&client, &job.id, MINUTES).await;
     assert_eq!(state(&job), pb::JobState::Failed);
     assert!(job.message.contains("64"), "{job:?}");
+    // An output folder holding another job's part is refused and left as
+    // it was (the final step would have removed the stranger's part).
+    let rows = c.dir.0.join("rows.csv");
+    std::fs::write(&rows, format!("{}\n", vec!["1"; 64].join(","))).unwrap();
+    let taken = out_dir(&c, "o3");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("part-00000.csv"), "row,label\n7,3\n").unwrap();
+    let job = client
+        .submit_job(spec("digits", &rows, &taken))
+        .await
+        .unwrap();
+    let job = wait_final(&client, &job.id, MINUTES).await;
+    assert_eq!(state(&job), pb::JobState::Failed);
+    assert!(
+        job.message.contains("already holds 'part-00000.csv'"),
+        "{job:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(taken.join("part-00000.csv")).unwrap(),
+        "row,label\n7,3\n"
+    );
 }

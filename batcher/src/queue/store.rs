@@ -132,6 +132,11 @@ impl JobQueue {
     }
 
     pub async fn get(&self, id: &str) -> Result<JobRecord, QueueError> {
+        // Ids never hold ':'; one that does would name a job's companion
+        // key (its done set), which is not a job.
+        if id.is_empty() || id.contains(':') {
+            return Err(QueueError::NotFound(id.to_string()));
+        }
         let mut c = self.conn.clone();
         let h: HashMap<String, String> = c.hgetall(job_key(id)).await?;
         if h.is_empty() {
@@ -294,6 +299,12 @@ impl JobQueue {
         let mut c = self.conn.clone();
         Ok(c.hincr(job_key(job), format!("attempts:{shard}"), 1)
             .await?)
+    }
+
+    /// Counts a failed try at the job's final step.
+    pub async fn final_attempt(&self, job: &str) -> Result<u64, QueueError> {
+        let mut c = self.conn.clone();
+        Ok(c.hincr(job_key(job), "attempts:final", 1).await?)
     }
 
     /// Counts a shard (once, however often it ran) and acknowledges it.
