@@ -20,6 +20,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 field() { python3 -c "import json; d=json.load(open('$1')); print(round(d$2, 1))"; }
 
+if [ -z "${SKIP_CEILING:-}" ]; then  # SKIP_CEILING=1: only the perf_analyzer comparison
 tp=$(free_port)
 "$lt" serve-test --listen 127.0.0.1:"$tp" >/dev/null &
 pids+=($!)
@@ -32,6 +33,7 @@ for c in 64 128; do
 done
 "$lt" --quiet --url http://127.0.0.1:"$tp" --model t --rate 25000 --connections 4 --duration "$secs" --warmup 2 --report-json "$tmp/trivial_open.json" >/dev/null
 echo "| open loop at 25,000/s, 4 connections | $(field "$tmp/trivial_open.json" "['throughput_per_s']") | $(field "$tmp/trivial_open.json" "['latency_us']['p50']") | $(field "$tmp/trivial_open.json" "['latency_us']['p99']") |"
+fi
 
 # perf_analyzer from the tritonclient wheel (scripts/compat.sh installs it).
 venv=$root/.local/compat-venv
@@ -42,14 +44,29 @@ SWITCHBOARD_ADMIN_KEY=bench-admin "$sb" up --listen 127.0.0.1:"$gp" --data-dir "
 pids+=($!)
 key=""
 until [ -n "$key" ]; do key=$(grep -A1 "endpoint key for 'digits'" "$tmp/up.log" 2>/dev/null | sed -n 2p | tr -d '[:space:]' || true); sleep 0.2; done
-echo
-echo "| concurrency | sb-loadtest infer/s | perf_analyzer infer/s | difference |"
-echo "|---|---|---|---|"
-for c in 1 16; do
-  "$lt" --quiet --url http://127.0.0.1:"$gp" --model digits --token "$key" --concurrency "$c" --duration "$secs" --warmup 2 --report-json "$tmp/sb_c$c.json" >/dev/null
-  LD_LIBRARY_PATH=$cudart "$venv/bin/perf_analyzer" -m digits -u 127.0.0.1:"$gp" -i grpc -H "authorization:Bearer $key" \
-    --concurrency-range "$c:$c" --measurement-interval $((secs * 1000)) --stability-percentage 25 --max-trials 6 >"$tmp/pa_c$c.txt" 2>&1
-  pa=$(sed -n 's/.*Throughput: \([0-9.]*\) infer\/sec.*/\1/p' "$tmp/pa_c$c.txt" | tail -n 1)
-  ours=$(field "$tmp/sb_c$c.json" "['throughput_per_s']")
-  echo "| $c | $ours | $pa | $(python3 -c "print(f'{($ours-$pa)/$pa*100:+.1f} %')") |"
-done
+compare() { # $1: label, $2: gateway port, $3: prefix that places the load tools
+  echo
+  echo "$1"
+  echo
+  echo "| concurrency | sb-loadtest infer/s | perf_analyzer infer/s | difference |"
+  echo "|---|---|---|---|"
+  for c in 1 16; do
+    $3 "$lt" --quiet --url http://127.0.0.1:"$2" --model digits --token "$key" --concurrency "$c" --duration "$secs" --warmup 2 --report-json "$tmp/sb_c$c.json" >/dev/null
+    LD_LIBRARY_PATH=$cudart $3 "$venv/bin/perf_analyzer" -m digits -u 127.0.0.1:"$2" -i grpc -H "authorization:Bearer $key" \
+      --concurrency-range "$c:$c" --measurement-interval $((secs * 1000)) --stability-percentage 25 --max-trials 6 >"$tmp/pa_c$c.txt" 2>&1
+    pa=$(sed -n 's/.*Throughput: \([0-9.]*\) infer\/sec.*/\1/p' "$tmp/pa_c$c.txt" | tail -n 1)
+    ours=$(field "$tmp/sb_c$c.json" "['throughput_per_s']")
+    echo "| $c | $ours | $pa | $(python3 -c "print(f'{($ours-$pa)/$pa*100:+.1f} %')") |"
+  done
+}
+compare "Shared: server and load tool on the same 2 cores" "$gp" ""
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+# Pinned: the whole server (gateway, worker, ORT, its Redis) on core 0, each
+# load tool alone on core 1, so neither tool's own cost takes CPU from the
+# server: what separate machines would show, as far as one box can.
+gp=$(free_port)
+SWITCHBOARD_ADMIN_KEY=bench-admin taskset -c 0 "$sb" up --listen 127.0.0.1:"$gp" --data-dir "$tmp/data2" >"$tmp/up2.log" 2>&1 &
+pids+=($!)
+key=""
+until [ -n "$key" ]; do key=$(grep -A1 "endpoint key for 'digits'" "$tmp/up2.log" 2>/dev/null | sed -n 2p | tr -d '[:space:]' || true); sleep 0.2; done
+compare "Pinned: server on core 0, load tool on core 1" "$gp" "taskset -c 1"
