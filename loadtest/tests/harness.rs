@@ -20,6 +20,31 @@ fn config(url: String, mode: Mode, secs: f64) -> LoadConfig {
     }
 }
 
+/// A sweep of 1.5 s windows (0.3 s warm-up) against a 50 ms p99 SLO with
+/// no errors allowed: one window a rate and no halvings unless set.
+fn sweep_config(url: String, lo: f64, hi: f64, confirm_failures: usize) -> SweepConfig {
+    let mut base = config(
+        url,
+        Mode::Open {
+            rate: 1.0,
+            poisson: false,
+        },
+        1.5,
+    );
+    base.warmup = Duration::from_millis(300);
+    SweepConfig {
+        base,
+        slo_p99: Duration::from_millis(50),
+        max_error_rate: 0.0,
+        lo,
+        hi,
+        iterations: 0,
+        repeats: 1,
+        confirm_failures,
+        poisson: false,
+    }
+}
+
 const TRIVIAL: Behaviour = Behaviour {
     service_time: Duration::ZERO,
     workers: 0,
@@ -137,25 +162,10 @@ async fn sweep_finds_the_capacity_of_one_worker() {
     })
     .await
     .unwrap();
-    let mut base = config(
-        server.url(),
-        Mode::Open {
-            rate: 1.0,
-            poisson: false,
-        },
-        1.5,
-    );
-    base.warmup = Duration::from_millis(300);
     let result = loadtest::sweep(SweepConfig {
-        base,
-        slo_p99: Duration::from_millis(50),
-        max_error_rate: 0.0,
-        lo: 100.0,
-        hi: 1000.0,
         iterations: 6,
         repeats: 2,
-        confirm_failures: 1,
-        poisson: false,
+        ..sweep_config(server.url(), 100.0, 1000.0, 1)
     })
     .await
     .unwrap();
@@ -175,15 +185,6 @@ async fn a_lone_stall_is_measured_again_not_taken_as_the_capacity() {
     let _one = SERIAL.lock().await;
     let server = TestServer::start(TRIVIAL).await.unwrap();
     let sweep = |confirm_failures| {
-        let mut base = config(
-            server.url(),
-            Mode::Open {
-                rate: 1.0,
-                poisson: false,
-            },
-            1.5,
-        );
-        base.warmup = Duration::from_millis(300);
         // The stall is the scenario under test: 0.6 s into the first window
         // of the first probed rate, over before that window ends.
         let control = server.control.clone();
@@ -193,17 +194,7 @@ async fn a_lone_stall_is_measured_again_not_taken_as_the_capacity() {
             tokio::time::sleep(Duration::from_millis(600)).await;
             control.resume();
         });
-        let run = loadtest::sweep(SweepConfig {
-            base,
-            slo_p99: Duration::from_millis(50),
-            max_error_rate: 0.0,
-            lo: 100.0,
-            hi: 200.0,
-            iterations: 0,
-            repeats: 1,
-            confirm_failures,
-            poisson: false,
-        });
+        let run = loadtest::sweep(sweep_config(server.url(), 100.0, 200.0, confirm_failures));
         async move {
             let r = run.await.unwrap();
             stall.await.unwrap();

@@ -7,18 +7,7 @@ use client::proto::switchboard::v1 as pb;
 use common::batch::*;
 use common::*;
 use std::collections::HashSet;
-use std::time::Duration;
 use switchboard::redis_server::RedisServer;
-
-const MINUTES: Duration = Duration::from_secs(600);
-
-async fn cluster() -> Cluster {
-    Cluster::start(Options {
-        deployments: vec![],
-        ..Options::default()
-    })
-    .await
-}
 
 /// The batchers that counted each shard, from the job hash.
 async fn counted_by(c: &Cluster, id: &str) -> HashSet<String> {
@@ -96,10 +85,7 @@ async fn two_batchers_share_a_job_and_one_is_killed_mid_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_job_loses_no_job_and_no_row() {
-    let mut c = cluster().await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &["--visibility-timeout", "3"]);
-    let client = connect(&c.gateway_url, Some(&key)).await;
+    let (mut c, client) = digits_jobs(&["--visibility-timeout", "3"]).await;
     let digits = Digits::load();
     let input = c.dir.0.join("rows.csv");
     const N: u64 = 300_000;
@@ -132,10 +118,7 @@ async fn redis_killed_and_restarted_mid_job_loses_no_job_and_no_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_that_keeps_failing_goes_to_dead_letter_and_its_rows_count_as_failed() {
-    let mut c = cluster().await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &[]);
-    let client = connect(&c.gateway_url, Some(&key)).await;
+    let (c, client) = digits_jobs(&[]).await;
     let digits = Digits::load();
     // Two row groups of 50,000; the first one's pages are overwritten, so
     // planning (which reads only the footer) succeeds and reading fails.

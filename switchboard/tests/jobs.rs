@@ -7,17 +7,6 @@ use client::f32_request;
 use client::proto::switchboard::v1 as pb;
 use common::batch::*;
 use common::*;
-use std::time::Duration;
-
-const MINUTES: Duration = Duration::from_secs(600);
-
-async fn cluster() -> Cluster {
-    Cluster::start(Options {
-        deployments: vec![],
-        ..Options::default()
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_csv_rows_each_scored_once_as_the_real_time_path_scores_them() {
@@ -80,10 +69,7 @@ async fn a_million_csv_rows_each_scored_once_as_the_real_time_path_scores_them()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonl_and_parquet_in_and_out() {
-    let mut c = cluster().await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &[]);
-    let client = connect(&c.gateway_url, Some(&key)).await;
+    let (c, client) = digits_jobs(&[]).await;
     let digits = Digits::load();
     const N: u64 = 200_000;
     let jsonl = c.dir.0.join("rows.jsonl");
@@ -120,10 +106,7 @@ async fn jsonl_and_parquet_in_and_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_rows_are_reported_and_the_threshold_decides() {
-    let mut c = cluster().await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &[]);
-    let client = connect(&c.gateway_url, Some(&key)).await;
+    let (c, client) = digits_jobs(&[]).await;
     let digits = Digits::load();
     let input = c.dir.0.join("bad.csv");
     digits.write_csv(&input, 1_000, true);
@@ -183,10 +166,7 @@ async fn malformed_rows_are_reported_and_the_threshold_decides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_job_leaves_a_consistent_manifest() {
-    let mut c = cluster().await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &["--batch-max-auto", "256"]);
-    let client = connect(&c.gateway_url, Some(&key)).await;
+    let (c, client) = digits_jobs(&["--batch-max-auto", "256"]).await;
     let digits = Digits::load();
     let input = c.dir.0.join("rows.csv");
     digits.write_csv(&input, 400_000, false);
@@ -344,10 +324,7 @@ async fn jobs_api_answers_bad_requests_precisely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_that_cannot_run_fails_the_job_with_the_reason() {
-    let mut c = cluster().await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &[]);
-    let client = connect(&c.gateway_url, Some(&key)).await;
+    let (c, client) = digits_jobs(&[]).await;
     let missing = c.dir.0.join("missing.csv");
     let job = client
         .submit_job(spec("digits", &missing, &out_dir(&c, "o1")))

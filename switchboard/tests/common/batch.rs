@@ -1,13 +1,35 @@
 //! Batch-job helpers: input files made from the digits fixture, batchers as
 //! child processes, and readers that check every output row.
 
-use super::{ADMIN, Cluster, models};
+use super::{ADMIN, Cluster, Options, connect, models};
 use client::Client;
 use client::proto::switchboard::v1 as pb;
 use gpu_worker::fixtures::Fixture;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Long enough for any job of these tests on a loaded 2-core machine.
+pub const MINUTES: Duration = Duration::from_secs(600);
+
+/// A gateway and Redis with no worker: batch jobs need none.
+pub async fn cluster() -> Cluster {
+    Cluster::start(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await
+}
+
+/// [`cluster`] with endpoint `digits` (`blue`: the MLP), one batcher `b1`
+/// started with `flags`, and a client holding the endpoint's key.
+pub async fn digits_jobs(flags: &[&str]) -> (Cluster, Client) {
+    let mut c = cluster().await;
+    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
+    spawn_batcher(&mut c, "b1", flags);
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    (c, client)
+}
 
 /// The 16 real digits rows and the reference outputs of the MLP.
 pub struct Digits {
