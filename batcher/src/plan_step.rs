@@ -45,6 +45,7 @@ fn make_plan(ctx: &Ctx, job: &JobRecord) -> Result<(u64, Vec<String>), String> {
             &spec.input,
             spec.input_format,
             u64::from(spec.shard_rows.max(1)),
+            spec.csv_header,
         )
         .map_err(|e| format!("input '{}': {e}", spec.input))?;
     let sig = {

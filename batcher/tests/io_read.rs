@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType as ArrowType, Field, Schema};
-use batcher::io::{Chunk, Format, InputColumns, Plan, ReadSpec, RowError, plan, read_piece};
+use batcher::io::{
+    Chunk, Format, InputColumns, Plan, ReadSpec, RowError, plan, plan_with_header, read_piece,
+};
 use gpu_worker::engine::DataType;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
@@ -164,6 +166,43 @@ fn bad_rows_are_reported_and_their_neighbours_kept() {
     let bad: Vec<u64> = errors_of(&chunks).iter().map(|e| e.row).collect();
     assert_eq!(bad, [2, 5, 8, 10]);
     assert!(rows_of(&chunks, 0)[&7][2].is_nan());
+}
+
+#[test]
+fn a_headerless_file_with_text_in_its_first_row_keeps_that_row_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.csv");
+    let mut lines: Vec<String> = numeric_csv(6, 3).lines().map(String::from).collect();
+    lines[0] = "0,x,2".into();
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+    // Detected, the first line reads as a header: one row fewer.
+    assert_eq!(plan(&path, None, 4).unwrap().rows_total, 5);
+    // Told there is none, row 0 is a row, and a bad one.
+    let p = plan_with_header(&path, None, 4, Some(false)).unwrap();
+    assert_eq!(p.rows_total, 6);
+    assert_eq!(p.columns, ["c0", "c1", "c2"]);
+    let chunks = read_all(&p, &spec(vec![(vec![0, 1, 2], DataType::Fp32)], false, 4));
+    let errors = errors_of(&chunks);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].row, errors[0].reason.as_str()),
+        (0, "column c1: 'x' is not a number")
+    );
+    let ids: Vec<u64> = rows_of(&chunks, 0).keys().copied().collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    // Told there is one, a numeric first line is skipped as its names.
+    fs::write(&path, numeric_csv(6, 3)).unwrap();
+    let p = plan_with_header(&path, None, 4, Some(true)).unwrap();
+    assert_eq!(p.rows_total, 5);
+    assert_eq!(p.columns, ["0", "1", "2"]);
+    let ids: Vec<u64> = rows_of(
+        &read_all(&p, &spec(vec![(vec![0, 1, 2], DataType::Fp32)], false, 4)),
+        0,
+    )
+    .keys()
+    .copied()
+    .collect();
+    assert_eq!(ids, [0, 1, 2, 3, 4]);
 }
 
 #[test]

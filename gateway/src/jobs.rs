@@ -119,6 +119,7 @@ pub fn job_pb(j: &JobRecord) -> pb::Job {
             priority: s.priority,
             allow_nan: s.allow_nan,
             shard_rows: s.shard_rows,
+            csv_header: s.csv_header,
         }),
         state: state_pb(j.state) as i32,
         deployment: s.deployment.clone(),
@@ -233,6 +234,7 @@ impl JobsService {
             } else {
                 spec.shard_rows
             },
+            csv_header: spec.csv_header,
         })
     }
 

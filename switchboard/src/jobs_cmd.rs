@@ -67,6 +67,10 @@ pub struct SubmitArgs {
     /// Rows per shard (the unit of work and of retry).
     #[arg(long)]
     pub shard_rows: Option<u32>,
+    /// CSV: the first line is a header (true) or data (false); default:
+    /// detected (a header when a non-empty field is not a number).
+    #[arg(long)]
+    pub csv_header: Option<bool>,
     /// Follow progress until the job ends; exit non-zero unless it succeeded.
     #[arg(long)]
     pub wait: bool,
@@ -179,6 +183,7 @@ fn spec(a: &SubmitArgs) -> Result<pb::JobSpec> {
         priority: a.priority,
         allow_nan: a.allow_nan,
         shard_rows: a.shard_rows.unwrap_or(0),
+        csv_header: a.csv_header,
     })
 }
 

@@ -162,6 +162,24 @@ async fn malformed_rows_are_reported_and_the_threshold_decides() {
     assert!(job.message.contains("error_threshold"), "{job:?}");
     let job = wait_final(&client, &exact.id, MINUTES).await;
     assert_eq!(state(&job), pb::JobState::PartiallySucceeded, "{job:?}");
+
+    // Headerless, text in its first row: told so, that row is row 0 and an
+    // error, not a header silently dropped.
+    let headless = c.dir.0.join("headless.csv");
+    let mut first: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    first[3] = "x".into();
+    let mut body: Vec<String> = lines[1..].to_vec();
+    body[0] = first.join(",");
+    std::fs::write(&headless, body.join("\n") + "\n").unwrap();
+    let mut s = spec("digits", &headless, &out_dir(&c, "headless"));
+    s.csv_header = Some(false);
+    let job = client.submit_job(s).await.unwrap();
+    assert_eq!(job.spec.as_ref().and_then(|s| s.csv_header), Some(false));
+    let job = wait_final(&client, &job.id, MINUTES).await;
+    assert_eq!(state(&job), pb::JobState::PartiallySucceeded, "{job:?}");
+    assert_eq!((job.rows_total, job.rows_failed), (1_000, 4), "{job:?}");
+    let errors = std::fs::read_to_string(&job.errors).unwrap();
+    assert!(errors.starts_with(r#"{"row":0,"#), "{errors}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ mod write;
 
 pub use error::{IoError, RowError};
 pub use format::Format;
-pub use plan::{Piece, Plan, Span, plan};
+pub use plan::{Piece, Plan, Span, plan, plan_with_header};
 pub use read::{Chunk, InputColumns, PieceReader, ReadSpec, read_piece};
 pub(crate) use remote::escape as cache_name;
 pub use remote::{Location, OutputDir, REMOTE_SCHEMES, Remote, Staged, Stores, scheme_supported};

@@ -50,11 +50,22 @@ pub struct Plan {
 /// read in that order, row ids continuing from one file to the next. All
 /// files must have the same columns. `format` overrides the extension.
 pub fn plan(input: &Path, format: Option<Format>, rows_per_piece: u64) -> Result<Plan, IoError> {
+    plan_with_header(input, format, rows_per_piece, None)
+}
+
+/// [`plan`], with a CSV file's first line taken as a header (`Some(true)`),
+/// as data (`Some(false)`), or judged by [`csv_columns`] (`None`).
+pub fn plan_with_header(
+    input: &Path,
+    format: Option<Format>,
+    rows_per_piece: u64,
+    header: Option<bool>,
+) -> Result<Plan, IoError> {
     if rows_per_piece == 0 {
         return Err(IoError::invalid("rows_per_piece must be at least 1"));
     }
     let (files, format) = input_files(input, format)?;
-    plan_files(&files, format, rows_per_piece)
+    plan_files(&files, format, rows_per_piece, header)
 }
 
 /// Plans `files` in the order given, row ids continuing from one to the next.
@@ -62,6 +73,7 @@ pub(crate) fn plan_files(
     files: &[PathBuf],
     format: Format,
     rows_per_piece: u64,
+    header: Option<bool>,
 ) -> Result<Plan, IoError> {
     if rows_per_piece == 0 {
         return Err(IoError::invalid("rows_per_piece must be at least 1"));
@@ -73,7 +85,8 @@ pub(crate) fn plan_files(
     };
     let mut seen_columns = false;
     for file in files {
-        let Some(planned) = plan_file(file, format, rows_per_piece, plan.rows_total)? else {
+        let Some(planned) = plan_file(file, format, rows_per_piece, plan.rows_total, header)?
+        else {
             continue; // an empty file adds no rows and has no columns to check
         };
         if !seen_columns {
@@ -158,6 +171,7 @@ fn plan_file(
     format: Format,
     per_piece: u64,
     first_row: u64,
+    header: Option<bool>,
 ) -> Result<Option<FilePlan>, IoError> {
     match format {
         Format::Parquet => super::read_parquet::plan_file(path, per_piece, first_row).map(Some),
@@ -166,7 +180,7 @@ fn plan_file(
                 return Ok(None);
             };
             let (columns, header) = match format {
-                Format::Csv => csv_columns(&first),
+                Format::Csv => csv_columns(&first, header),
                 _ => (json_keys(&first, path)?, false),
             };
             let scan = scan_lines(path, per_piece, header)?;
@@ -196,17 +210,20 @@ fn plan_file(
     }
 }
 
-/// Column names of a CSV file and whether its first row is a header: it is
-/// one when any non-empty field does not parse as a number (empty fields are
-/// no evidence: they are missing values as often as unnamed columns).
-pub(crate) fn csv_columns(first: &[u8]) -> (Vec<String>, bool) {
+/// Column names of a CSV file and whether its first row is a header: as
+/// `header` says, or when unset, a header when any non-empty field does not
+/// parse as a number (empty fields are no evidence: they are missing values
+/// as often as unnamed columns).
+pub(crate) fn csv_columns(first: &[u8], header: Option<bool>) -> (Vec<String>, bool) {
     let fields: Vec<String> = lines::split_csv(first)
         .iter()
         .map(|f| String::from_utf8_lossy(f).trim().to_string())
         .collect();
-    let header = fields
-        .iter()
-        .any(|f| !f.is_empty() && f.parse::<f64>().is_err());
+    let header = header.unwrap_or_else(|| {
+        fields
+            .iter()
+            .any(|f| !f.is_empty() && f.parse::<f64>().is_err())
+    });
     if header {
         (fields, true)
     } else {

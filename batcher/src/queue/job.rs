@@ -37,6 +37,9 @@ pub struct JobSpec {
     pub priority: i32,
     pub allow_nan: bool,
     pub shard_rows: u32,
+    /// CSV: the first line is a header (true), data (false), or detected.
+    #[serde(default)]
+    pub csv_header: Option<bool>,
 }
 
 pub const DEFAULT_SHARD_ROWS: u32 = 100_000;
@@ -201,6 +204,7 @@ mod tests {
             priority: 0,
             allow_nan: false,
             shard_rows: 10,
+            csv_header: None,
         };
         let mut h = HashMap::new();
         h.insert("spec".to_string(), serde_json::to_string(&spec).unwrap());

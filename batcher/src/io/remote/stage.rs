@@ -24,9 +24,17 @@ impl Stores {
     /// Plans a location: local as [`crate::io::plan`]; remote, one object or
     /// the objects directly under a prefix, staged, planned in name order,
     /// with each piece naming its object's URL.
-    pub fn plan(&self, loc: &str, format: Option<Format>, rows: u64) -> Result<Plan, IoError> {
+    pub fn plan(
+        &self,
+        loc: &str,
+        format: Option<Format>,
+        rows: u64,
+        header: Option<bool>,
+    ) -> Result<Plan, IoError> {
         let remote = match self.open(loc)? {
-            super::Location::Local(path) => return crate::io::plan(&path, format, rows),
+            super::Location::Local(path) => {
+                return crate::io::plan_with_header(&path, format, rows, header);
+            }
             super::Location::Remote(r) => r,
         };
         let (urls, format) = self.input_objects(&remote, format)?;
@@ -37,7 +45,7 @@ impl Stores {
             url_of.insert(staged.path.to_string_lossy().into_owned(), url);
             files.push(staged.path);
         }
-        let mut plan = plan_files(&files, format, rows)?;
+        let mut plan = plan_files(&files, format, rows, header)?;
         for piece in &mut plan.pieces {
             if let Some(url) = url_of.get(&piece.path) {
                 piece.path = url.clone();
@@ -246,7 +254,7 @@ mod tests {
         let stores = Stores::new(rt.handle().clone(), dir.path().join("cache"));
         let local = crate::io::plan(&input, None, 1).expect("local plan");
         let url = format!("store+file://{}", input.display());
-        let remote = stores.plan(&url, None, 1).expect("remote plan");
+        let remote = stores.plan(&url, None, 1, None).expect("remote plan");
         assert_eq!(remote.rows_total, local.rows_total);
         assert_eq!(remote.columns, local.columns);
         assert_eq!(remote.pieces.len(), local.pieces.len());
