@@ -211,3 +211,35 @@ async fn auto_batch_fits_the_memory_budget_and_an_allocation_failure_halves_it()
         "{end:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_final_step_cannot_write_fails_the_job_with_the_reason() {
+    let (c, client) = digits_jobs(&[]).await;
+    let input = c.dir.0.join("rows.csv");
+    Digits::load().write_csv(&input, 300_000, false);
+    let out = out_dir(&c, "out");
+    let mut s = spec("digits", &input, &out);
+    s.shard_rows = 10_000;
+    s.max_retries = Some(1);
+    let job = client.submit_job(s).await.unwrap();
+    wait_until("a shard to be counted", MINUTES, || {
+        let (client, id) = (client.clone(), job.id.clone());
+        async move { client.get_job(&id).await.is_ok_and(|j| j.shards_done >= 1) }
+    })
+    .await;
+    // After planning (which refuses a folder that holds a manifest), a
+    // folder where the manifest should go: renaming onto it fails, as a
+    // lost mount or a full disk would make writing fail (root ignores
+    // permission bits, so a read-only folder would not).
+    std::fs::create_dir_all(out.join("manifest.json").join("blocked")).unwrap();
+    let end = wait_final(&client, &job.id, MINUTES).await;
+    assert_eq!(state(&end), pb::JobState::Failed, "{end:?}");
+    assert!(
+        end.message.starts_with("cannot write the job's output"),
+        "{end:?}"
+    );
+    // Every shard ran; only the final step failed, and not for ever.
+    assert_eq!((end.rows_done, end.rows_failed), (300_000, 0), "{end:?}");
+    let tries = job_hash(&c, &job.id).await["attempts:final"].clone();
+    assert_eq!(tries, "2");
+}
