@@ -12,6 +12,7 @@ use crate::runner::{Ctx, persist};
 use crate::shard::errors_name;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::{info, warn};
 
 pub(crate) async fn finalize(ctx: &Arc<Ctx>, e: &Entry) -> Result<(), QueueError> {
@@ -43,6 +44,12 @@ pub(crate) async fn finalize(ctx: &Arc<Ctx>, e: &Entry) -> Result<(), QueueError
                 })
                 .await;
             }
+            // Back off before queueing the retry (doubling, and within a
+            // third of the visibility timeout so the entry is not taken
+            // over meanwhile), or all tries would land in a millisecond.
+            let cap = ctx.config.visibility_timeout / 3;
+            let wait = Duration::from_millis(500 << tries.min(6)).min(cap);
+            tokio::time::sleep(wait).await;
             return persist("retrying the final step", || q.retry(e, &why)).await;
         }
     };

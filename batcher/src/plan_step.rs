@@ -30,7 +30,7 @@ pub(crate) async fn plan(ctx: &Arc<Ctx>, e: &Entry, job: &JobRecord) -> Result<(
         Err(msg) => {
             warn!(job = %job.id, error = %msg, "job cannot run");
             persist("failing a job", || {
-                q.finish(e, JobState::Failed, &msg, "", "")
+                q.finish_from(e, Some(JobState::Queued), JobState::Failed, &msg, "", "")
             })
             .await
         }

@@ -260,6 +260,7 @@ async fn shard(
             // Recorded once per new low, not once per shard that halved
             // from the job's fixed size again.
             if o.halvings > 0 {
+                persist("counting a halving", || q.count_halving(&job.id)).await?;
                 let recorded = persist("reading a job", || q.get(&job.id)).await?;
                 if (o.batch as u32) < recorded.batch_size {
                     let fit = format!(

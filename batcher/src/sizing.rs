@@ -15,22 +15,31 @@ pub struct Fit {
     pub per_row: f64,
     pub budget: u64,
     pub target: u64,
-    /// Peak measured at `batch` itself.
+    /// Peak measured at `measured_batch`, the size the fit chose.
     pub peak: u64,
+    pub measured_batch: usize,
     /// (rows, peak bytes) of the warm-up runs.
     pub points: Vec<(usize, u64)>,
 }
 
 impl fmt::Display for Fit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch {}", self.batch)?;
+        if self.batch != self.measured_batch {
+            write!(
+                f,
+                " (lowered from {} after an allocation failure)",
+                self.measured_batch
+            )?;
+        }
         write!(
             f,
-            "batch {} from bytes = {:.0} + {:.1} x rows over {} runs; peak {} of budget {} (target {})",
-            self.batch,
+            " from bytes = {:.0} + {:.1} x rows over {} runs; peak {} at {} of budget {} (target {})",
             self.fixed,
             self.per_row,
             self.points.len(),
             self.peak,
+            self.measured_batch,
             self.budget,
             self.target
         )
@@ -150,6 +159,7 @@ pub fn fit_batch(
     })?;
     Ok(Fit {
         batch,
+        measured_batch: batch,
         fixed,
         per_row,
         budget,

@@ -10,6 +10,7 @@ use proto::inference::grpc_inference_service_server::{
 use proto::inference::model_metadata_response::TensorMetadata;
 use proto::inference::*;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,16 +25,24 @@ pub struct Behaviour {
     pub workers: usize,
 }
 
-/// Stalls and resumes a running test server.
+/// Stalls and resumes a running test server, and tells how many infer
+/// requests it has received (so a test can place a stall in the load
+/// rather than in wall-clock time).
 #[derive(Clone)]
-pub struct Control(Arc<watch::Sender<bool>>);
+pub struct Control {
+    stall: Arc<watch::Sender<bool>>,
+    received: Arc<AtomicU64>,
+}
 
 impl Control {
     pub fn stall(&self) {
-        self.0.send_replace(true);
+        self.stall.send_replace(true);
     }
     pub fn resume(&self) {
-        self.0.send_replace(false);
+        self.stall.send_replace(false);
+    }
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 }
 
@@ -48,6 +57,7 @@ type Job = oneshot::Sender<()>;
 #[derive(Clone)]
 struct Service {
     stalled: watch::Receiver<bool>,
+    received: Arc<AtomicU64>,
     jobs: Option<std_mpsc::Sender<Job>>,
 }
 
@@ -85,7 +95,12 @@ impl TestServer {
             tx
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        let svc = GrpcInferenceServiceServer::new(Service { stalled, jobs });
+        let received = Arc::new(AtomicU64::new(0));
+        let svc = GrpcInferenceServiceServer::new(Service {
+            stalled,
+            received: received.clone(),
+            jobs,
+        });
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
@@ -95,7 +110,10 @@ impl TestServer {
         );
         Ok(TestServer {
             addr,
-            control: Control(Arc::new(stall_tx)),
+            control: Control {
+                stall: Arc::new(stall_tx),
+                received,
+            },
             _stop: stop,
         })
     }
@@ -171,6 +189,7 @@ impl GrpcInferenceService for Service {
         &self,
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        self.received.fetch_add(1, Ordering::Relaxed);
         let mut stalled = self.stalled.clone();
         let _ = stalled.wait_for(|s| !*s).await;
         if let Some(jobs) = &self.jobs {

@@ -185,11 +185,15 @@ async fn a_lone_stall_is_measured_again_not_taken_as_the_capacity() {
     let _one = SERIAL.lock().await;
     let server = TestServer::start(TRIVIAL).await.unwrap();
     let sweep = |confirm_failures| {
-        // The stall is the scenario under test: 0.6 s into the first window
-        // of the first probed rate, over before that window ends.
+        // The stall is the scenario under test, placed by the load itself:
+        // after 60 requests at 100/s (the 0.3 s warm-up's 30, then 0.3 s
+        // into the first window), held 0.6 s, over before that window ends.
         let control = server.control.clone();
+        let from = control.received();
         let stall = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(900)).await;
+            while control.received() < from + 60 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             control.stall();
             tokio::time::sleep(Duration::from_millis(600)).await;
             control.resume();

@@ -206,6 +206,8 @@ async fn auto_batch_fits_the_memory_budget_and_an_allocation_failure_halves_it()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{fit}"));
     assert_eq!(fit.matches("halved").count(), 1, "{fit}");
+    // Only the first shard had to halve: the others started from its size.
+    assert_eq!(job_hash(&c, &job.id).await["halved_shards"], "1");
     assert!(
         end.batch_size <= chosen / 2 && end.batch_size > 0,
         "{end:?}"
@@ -222,16 +224,35 @@ async fn an_output_the_final_step_cannot_write_fails_the_job_with_the_reason() {
     s.shard_rows = 10_000;
     s.max_retries = Some(1);
     let job = client.submit_job(s).await.unwrap();
-    wait_until("a shard to be counted", MINUTES, || {
+    wait_until("the job to be planned", MINUTES, || {
         let (client, id) = (client.clone(), job.id.clone());
-        async move { client.get_job(&id).await.is_ok_and(|j| j.shards_done >= 1) }
+        async move {
+            client
+                .get_job(&id)
+                .await
+                .is_ok_and(|j| state(&j) == pb::JobState::Running)
+        }
     })
     .await;
+    // Frozen, the batcher cannot finish the job while the folder is set up.
+    let pid = c.children[0].id().unwrap().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let now = client.get_job(&job.id).await.unwrap();
+    assert_eq!(state(&now), pb::JobState::Running, "{now:?}");
     // After planning (which refuses a folder that holds a manifest), a
     // folder where the manifest should go: renaming onto it fails, as a
     // lost mount or a full disk would make writing fail (root ignores
     // permission bits, so a read-only folder would not).
     std::fs::create_dir_all(out.join("manifest.json").join("blocked")).unwrap();
+    signal("-CONT");
     let end = wait_final(&client, &job.id, MINUTES).await;
     assert_eq!(state(&end), pb::JobState::Failed, "{end:?}");
     assert!(

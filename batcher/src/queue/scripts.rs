@@ -72,12 +72,14 @@ return 1
 });
 
 /// KEYS: job, the entry's stream. ARGV: group, entry id, state, message,
-/// manifest, errors, now. A final state is never overwritten.
+/// manifest, errors, now, and the state the job must be in ('' = any that is
+/// not final). A final state is never overwritten.
 pub static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local s = redis.call('HGET', KEYS[1], 'state')
-if s and s ~= 'succeeded' and s ~= 'partially_succeeded' and s ~= 'failed' and s ~= 'cancelled' then
+if s and (ARGV[8] == '' or s == ARGV[8])
+  and s ~= 'succeeded' and s ~= 'partially_succeeded' and s ~= 'failed' and s ~= 'cancelled' then
   redis.call('HSET', KEYS[1], 'state', ARGV[3], 'message', ARGV[4], 'manifest', ARGV[5],
     'errors', ARGV[6], 'finished_ms', ARGV[7])
 end

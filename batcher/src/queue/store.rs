@@ -301,6 +301,14 @@ impl JobQueue {
             .await?)
     }
 
+    /// Counts a shard that had to halve its batch (a fit that holds makes
+    /// this 1 per model and job, however many shards follow).
+    pub async fn count_halving(&self, job: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        let _: i64 = c.hincr(job_key(job), "halved_shards", 1).await?;
+        Ok(())
+    }
+
     /// Counts a failed try at the job's final step.
     pub async fn final_attempt(&self, job: &str) -> Result<u64, QueueError> {
         let mut c = self.conn.clone();
@@ -383,6 +391,22 @@ impl JobQueue {
         manifest: &str,
         errors: &str,
     ) -> Result<(), QueueError> {
+        self.finish_from(e, None, state, message, manifest, errors)
+            .await
+    }
+
+    /// Like [`Self::finish`], but only while the job is in state `from`: a
+    /// plan entry delivered twice must not fail a job the other delivery
+    /// has already started.
+    pub async fn finish_from(
+        &self,
+        e: &Entry,
+        from: Option<JobState>,
+        state: JobState,
+        message: &str,
+        manifest: &str,
+        errors: &str,
+    ) -> Result<(), QueueError> {
         let mut c = self.conn.clone();
         let _: i64 = scripts::FINISH
             .key(job_key(&e.job))
@@ -394,6 +418,7 @@ impl JobQueue {
             .arg(manifest)
             .arg(errors)
             .arg(now_ms())
+            .arg(from.map_or("", JobState::as_str))
             .invoke_async(&mut c)
             .await?;
         Ok(())
