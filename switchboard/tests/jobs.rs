@@ -10,19 +10,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_csv_rows_each_scored_once_as_the_real_time_path_scores_them() {
-    let mut c = Cluster::start(Options {
-        deployments: vec![("digits", "blue", "digits_mlp.onnx")],
-        ..Options::default()
-    })
-    .await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &[]);
+    let (c, client, key) = digits_jobs_on(with_digits_worker().await, &[]).await;
     let digits = Digits::load();
     let input = c.dir.0.join("rows.csv");
     const N: u64 = 1_000_000;
     digits.write_csv(&input, N, true);
     let out = out_dir(&c, "out-csv");
-    let client = connect(&c.gateway_url, Some(&key)).await;
     let job = client
         .submit_job(spec("digits", &input, &out))
         .await

@@ -7,18 +7,11 @@ mod common;
 use clap::Parser as _;
 use client::proto::switchboard::v1 as pb;
 use common::batch::*;
-use common::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_time_percentiles_alone_and_while_a_job_runs() {
-    let mut c = Cluster::start(Options {
-        deployments: vec![("digits", "blue", "digits_mlp.onnx")],
-        ..Options::default()
-    })
-    .await;
-    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
-    spawn_batcher(&mut c, "b1", &[]);
+    let (c, client, key) = digits_jobs_on(with_digits_worker().await, &[]).await;
     c.wait_routable(&c.gateway_url, "digits", &["blue"]).await;
     // 300,000 rows in mini-batches of 256 keep a debug-build batcher busy
     // for far longer than the 0.5 s warm-up and 2 s window; shards of
@@ -87,7 +80,6 @@ async fn real_time_percentiles_alone_and_while_a_job_runs() {
     assert!((ratio - w / a).abs() < 1e-9, "{ratio} vs {w}/{a}");
     // Cancelled after the phase (the default), or done if it was that fast.
     let id = job["id"].as_str().unwrap();
-    let client = connect(&c.gateway_url, Some(&key)).await;
     let now = wait_final(&client, id, Duration::from_secs(120)).await;
     let want = if overlap < 1.0 {
         pb::JobState::Succeeded

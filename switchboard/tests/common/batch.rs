@@ -24,11 +24,26 @@ pub async fn cluster() -> Cluster {
 /// [`cluster`] with endpoint `digits` (`blue`: the MLP), one batcher `b1`
 /// started with `flags`, and a client holding the endpoint's key.
 pub async fn digits_jobs(flags: &[&str]) -> (Cluster, Client) {
-    let mut c = cluster().await;
+    let (c, client, _) = digits_jobs_on(cluster().await, flags).await;
+    (c, client)
+}
+
+/// The same on a given cluster (one with a real-time worker, say), also
+/// answering the endpoint's key.
+pub async fn digits_jobs_on(mut c: Cluster, flags: &[&str]) -> (Cluster, Client, String) {
     let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
     spawn_batcher(&mut c, "b1", flags);
     let client = connect(&c.gateway_url, Some(&key)).await;
-    (c, client)
+    (c, client, key)
+}
+
+/// A cluster whose `digits/blue` also has a real-time worker.
+pub async fn with_digits_worker() -> Cluster {
+    Cluster::start(Options {
+        deployments: vec![("digits", "blue", "digits_mlp.onnx")],
+        ..Options::default()
+    })
+    .await
 }
 
 /// The 16 real digits rows and the reference outputs of the MLP.
