@@ -296,9 +296,19 @@ async fn jobs_api_answers_bad_requests_precisely() {
         .await
         .unwrap();
     assert!(running.jobs.is_empty());
+    // One live job a folder (however it is spelled): a second one there
+    // would overwrite its parts.
+    let same = std::path::PathBuf::from(format!("{}/", out.display()));
+    match client.submit_job(spec("digits", &input, &same)).await {
+        Err(client::ClientError::Status(s)) => {
+            assert_eq!(s.code(), tonic::Code::InvalidArgument);
+            assert!(s.message().contains(&job.id), "{}", s.message());
+        }
+        other => panic!("a second job into a live job's folder: {other:?}"),
+    }
     // Paging, newest first: two jobs in pages of one.
     let second = client
-        .submit_job(spec("digits", &input, &out))
+        .submit_job(spec("digits", &input, &out_dir(&c, "out2")))
         .await
         .unwrap();
     let page1 = client.list_jobs("digits", None, 1, "").await.unwrap();
@@ -328,9 +338,12 @@ async fn jobs_api_answers_bad_requests_precisely() {
         tonic::Code::NotFound
     );
     client.cancel_job(&second.id).await.unwrap();
-    // A job nobody has picked up yet is cancelled at once.
+    // A job nobody has picked up yet is cancelled at once, and its folder
+    // is free again.
     let cancelled = client.cancel_job(&job.id).await.unwrap();
     assert_eq!(state(&cancelled), pb::JobState::Cancelled);
+    let again = client.submit_job(spec("digits", &input, &out)).await;
+    assert!(again.is_ok(), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

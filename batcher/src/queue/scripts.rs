@@ -5,6 +5,26 @@
 use redis::Script;
 use std::sync::LazyLock;
 
+/// KEYS: the output's claim. ARGV: job id. Claims an output folder for a
+/// job unless a job that has not ended holds it (answers that job's id):
+/// two live jobs writing one folder would overwrite each other's parts. A
+/// holder that ended, or whose record is gone, no longer counts.
+pub static CLAIM_OUTPUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  local s = redis.call('HGET', 'sb:job:' .. holder, 'state')
+  if s and s ~= 'succeeded' and s ~= 'partially_succeeded' and s ~= 'failed' and s ~= 'cancelled' then
+    return holder
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ''
+",
+    )
+});
+
 /// KEYS: job. ARGV: now. Queued jobs end at once (nothing was written);
 /// running ones are flagged and end when every shard is accounted for.
 pub static CANCEL: LazyLock<Script> = LazyLock::new(|| {

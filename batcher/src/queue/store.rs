@@ -50,6 +50,8 @@ pub enum QueueError {
     Corrupt(String),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("output '{output}' is being written by job '{job}'; give another folder")]
+    OutputInUse { output: String, job: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +108,18 @@ impl JobQueue {
         let spec_json =
             serde_json::to_string(&spec).map_err(|_| QueueError::Corrupt(id.clone()))?;
         let mut c = self.conn.clone();
+        let output = spec.output.trim_end_matches('/');
+        let holder: String = scripts::CLAIM_OUTPUT
+            .key(format!("sb:output:{output}"))
+            .arg(&id)
+            .invoke_async(&mut c)
+            .await?;
+        if !holder.is_empty() {
+            return Err(QueueError::OutputInUse {
+                output: spec.output.clone(),
+                job: holder,
+            });
+        }
         // One transaction: a job is either recorded, listed and queued, or not at all.
         let _: () = redis::pipe()
             .atomic()
