@@ -373,14 +373,7 @@ pub async fn mixed(cfg: MixedConfig) -> Result<MixedReport> {
 impl MixedReport {
     pub fn markdown(&self) -> String {
         let a = &self.alone;
-        let load = match (a.concurrency, a.target_rate_per_s) {
-            (Some(c), _) => format!("closed loop, {c} in flight"),
-            (_, Some(r)) => format!(
-                "open loop, {r:.0}/s{}",
-                if a.poisson { " (Poisson)" } else { "" }
-            ),
-            _ => String::new(),
-        };
+        let load = a.load_label();
         let mut s = format!(
             "## {} — mixed load: {load}, batch {}, {:.0} s a phase\n\n\
              | phase | throughput | requests | errors | p50 | p90 | p99 | p99.9 | max |\n\

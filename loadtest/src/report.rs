@@ -180,16 +180,21 @@ impl Report {
         std::fs::write(path, out)
     }
 
-    pub fn markdown(&self) -> String {
-        let l = &self.latency_us;
-        let load = match (self.concurrency, self.target_rate_per_s) {
+    /// How the load was made, for report headings.
+    pub fn load_label(&self) -> String {
+        match (self.concurrency, self.target_rate_per_s) {
             (Some(c), _) => format!("closed loop, {c} in flight"),
             (_, Some(r)) => format!(
                 "open loop, {r:.0}/s{}",
                 if self.poisson { " (Poisson)" } else { "" }
             ),
             _ => String::new(),
-        };
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let l = &self.latency_us;
+        let load = self.load_label();
         let mut s = format!(
             "## {} — {load}, batch {}, {:.0} s\n\n| throughput | requests | errors | p50 | p90 | p99 | p99.9 | p99.99 | max |\n|---|---|---|---|---|---|---|---|---|\n| {:.1}/s | {} | {} | {} µs | {} µs | {} µs | {} µs | {} µs | {} µs |\n",
             self.model,
