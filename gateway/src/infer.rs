@@ -92,7 +92,7 @@ impl GatewayV2 {
         deployment: &str,
     ) -> Result<
         proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<
-            tonic::transport::Channel,
+            proto::channel::H2Channel,
         >,
         Status,
     > {

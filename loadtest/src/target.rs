@@ -11,9 +11,9 @@ use proto::inference::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use proto::channel::H2Channel;
 
-pub type Client = GrpcInferenceServiceClient<Channel>;
+pub type Client = GrpcInferenceServiceClient<H2Channel>;
 
 #[derive(Clone)]
 pub struct Target {
@@ -32,16 +32,13 @@ impl Target {
         let (url, model, batch, raw) = (cfg.url.as_str(), cfg.model.as_str(), cfg.batch, cfg.raw);
         let (token, pin, connections) = (cfg.token.as_deref(), cfg.pin.as_deref(), cfg.connections);
         let rows = cfg.rows.as_deref().map(Vec::as_slice);
-        let url = if url.contains("://") {
-            url.to_string()
-        } else {
-            format!("http://{url}")
-        };
+        let address = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .trim_end_matches('/');
         let mut clients = Vec::new();
         for _ in 0..connections.max(1) {
-            let ch = Endpoint::from_shared(url.clone())?
-                .tcp_nodelay(true)
-                .connect()
+            let ch = H2Channel::connect(address)
                 .await
                 .with_context(|| format!("connecting to {url}"))?;
             clients.push(

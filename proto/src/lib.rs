@@ -9,6 +9,7 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
+pub mod channel;
 pub mod stats;
 pub mod stream;
 

@@ -5,7 +5,7 @@
 use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use tonic::transport::{Channel, Endpoint};
+use proto::channel::H2Channel;
 
 /// Consecutive transport failures that eject a replica.
 pub const EJECT_AFTER: u32 = 3;
@@ -14,7 +14,7 @@ pub const EJECT_AFTER: u32 = 3;
 pub struct Replica {
     pub id: String,
     pub address: String,
-    client: GrpcInferenceServiceClient<Channel>,
+    client: GrpcInferenceServiceClient<H2Channel>,
     outstanding: AtomicUsize,
     failures: AtomicU32,
     ejected: AtomicBool,
@@ -25,16 +25,8 @@ impl Replica {
         id: String,
         address: String,
         max_message: usize,
-    ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .tcp_nodelay(true)
-            .connect_timeout(std::time::Duration::from_secs(2))
-            // tonic does not enforce grpc-timeout on the client side: a frozen
-            // worker must not hold a request (or a health check) forever.
-            .timeout(std::time::Duration::from_secs(60))
-            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-            .keep_alive_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy();
+    ) -> Result<Self, proto::channel::InvalidAddress> {
+        let channel = H2Channel::lazy(&address)?;
         let client = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
@@ -48,7 +40,7 @@ impl Replica {
         })
     }
 
-    pub fn client(&self) -> GrpcInferenceServiceClient<Channel> {
+    pub fn client(&self) -> GrpcInferenceServiceClient<H2Channel> {
         self.client.clone()
     }
 
