@@ -59,6 +59,22 @@ for c in 1 16 64; do
   done
 done
 
+# For scale, the floor of one hop on this machine in this run: the same
+# load tool against a V2 server that answers at once (tonic, one runtime
+# thread as the gateway). Its p50 and its client + server CPU per request
+# are what one gRPC hop costs before any work.
+tp=$(free_port)
+TOKIO_WORKER_THREADS=1 "$lt" serve-test --listen 127.0.0.1:"$tp" >/dev/null &
+trivial=$!; pids+=($trivial)
+until "$lt" --quiet --url http://127.0.0.1:"$tp" --model t --concurrency 1 --duration 0.1 --warmup 0 >/dev/null 2>&1; do sleep 0.1; done
+for c in 1 16; do
+  "$lt" --quiet --url http://127.0.0.1:"$tp" --model t --concurrency "$c" --duration "$secs" --warmup 2 \
+    --server-pids "$trivial" --report-json "$out/bare_c$c.json" >/dev/null
+  f=$out/bare_c$c.json
+  echo "| bare hop (no work) | $c | $(field "$f" "['throughput_per_s']") | $(field "$f" "['latency_us']['p50']") | $(field "$f" "['latency_us']['p99']") | $(field "$f" "['server_cpu_us_per_request']") | $(field "$f" "['client_cpu_us_per_request']") |"
+done
+kill "$trivial" 2>/dev/null || true
+
 # Compute-bound: the conv net through the worker at saturation, against raw
 # ORT (same single thread, no server) at the batch size the scheduler formed.
 "$lt" --quiet --url http://127.0.0.1:"$wp" --model conv --concurrency 64 --duration "$secs" --warmup 2 \

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use proto::channel::H2Channel;
 use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::inference::model_infer_request::InferInputTensor;
 use proto::inference::{
@@ -11,7 +12,6 @@ use proto::inference::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::metadata::AsciiMetadataValue;
-use proto::channel::H2Channel;
 
 pub type Client = GrpcInferenceServiceClient<H2Channel>;
 

@@ -45,7 +45,10 @@ async fn no_peer_is_unavailable_with_a_cause() {
     let err = H2Channel::connect(&addr).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let mut client = GrpcInferenceServiceClient::new(H2Channel::lazy(&addr).unwrap());
-    let err = client.server_ready(ServerReadyRequest {}).await.unwrap_err();
+    let err = client
+        .server_ready(ServerReadyRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(std::error::Error::source(&err).is_some());
     assert!(H2Channel::lazy("not an address").is_err());

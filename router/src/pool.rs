@@ -2,10 +2,10 @@
 //! flight; a replica that fails at the transport level several times in a
 //! row is ejected until a health check finds it ready again.
 
+use proto::channel::H2Channel;
 use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use proto::channel::H2Channel;
 
 /// Consecutive transport failures that eject a replica.
 pub const EJECT_AFTER: u32 = 3;

@@ -389,3 +389,40 @@ async fn a_spec_that_cannot_run_fails_the_job_with_the_reason() {
         "row,label\n7,3\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_decides_and_a_started_job_finishes_before_the_next_is_planned() {
+    // Every job is queued before the one batcher starts, so the order it
+    // takes them in is the queue's alone.
+    let mut c = cluster().await;
+    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    let input = c.dir.0.join("rows.csv");
+    Digits::load().write_csv(&input, 2_000, false);
+    let mut ids = std::collections::HashMap::new();
+    for (name, priority) in [("a", 0), ("b", 0), ("low", -1), ("high", 1)] {
+        let mut s = spec("digits", &input, &out_dir(&c, name));
+        s.priority = priority;
+        s.shard_rows = 500;
+        ids.insert(name, client.submit_job(s).await.unwrap().id);
+    }
+    spawn_batcher(&mut c, "b1", &[]);
+    let mut jobs = std::collections::HashMap::new();
+    for (name, id) in &ids {
+        let j = wait_final(&client, id, MINUTES).await;
+        assert_eq!(state(&j), pb::JobState::Succeeded, "{j:?}");
+        assert_eq!(j.shards_total, 4, "{j:?}");
+        jobs.insert(*name, j);
+    }
+    // Each job runs start to end before the next one is planned: `high`
+    // first, then `a` and `b` in submission order, then `low`.
+    for (before, after) in [("high", "a"), ("a", "b"), ("b", "low")] {
+        let (x, y) = (&jobs[before], &jobs[after]);
+        assert!(
+            x.finished_unix_ms <= y.started_unix_ms,
+            "{before} ended at {} but {after} started at {}",
+            x.finished_unix_ms,
+            y.started_unix_ms
+        );
+    }
+}

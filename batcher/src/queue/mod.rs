@@ -8,4 +8,7 @@ mod store;
 pub use job::{
     Binding, DEFAULT_MAX_RETRIES, DEFAULT_SHARD_ROWS, JobRecord, JobSpec, JobState, now_ms,
 };
-pub use store::{DEAD_LETTER, Entry, GROUP, JobQueue, QueueError, STREAMS, Work, stream_for};
+pub use store::{
+    DEAD_LETTER, Entry, GROUP, JOB_STREAMS, JobQueue, QueueError, SHARD_STREAMS, STREAMS, Work,
+    job_stream_for, shard_stream_for,
+};

@@ -44,7 +44,7 @@ return s
     )
 });
 
-/// KEYS: job, work stream for its shards, stream of the plan entry.
+/// KEYS: job, the shard stream of its priority, the plan entry's stream.
 /// ARGV: group, entry id, now, rows_total, shards_total, job id, then
 /// (shard index, piece JSON) pairs. Only a queued job is planned, so a plan
 /// entry delivered twice adds its shards once.

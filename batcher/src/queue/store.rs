@@ -2,8 +2,10 @@
 //! - `sb:job:{id}` (hash): the spec and the counters (see `job.rs`);
 //! - `sb:job:{id}:done` (set): shard indices already counted;
 //! - `sb:jobs` (sorted set by creation time): for listing;
-//! - `sb:work:{high,normal,low}` (streams, group `batchers`): plan, shard and
-//!   finalize entries, by job priority;
+//! - `sb:queue:{high,normal,low}` (streams, group `batchers`): submitted
+//!   jobs waiting to be planned, by job priority;
+//! - `sb:shards:{high,normal,low}` (streams, group `batchers`): the shards of
+//!   planned jobs, and each job's final step;
 //! - `sb:deadletter` (stream): shards that failed more than `max_retries`.
 //!
 //! Delivery is at least once: an entry stays pending until the step it
@@ -22,8 +24,21 @@ use thiserror::Error;
 pub const GROUP: &str = "batchers";
 pub const DEAD_LETTER: &str = "sb:deadletter";
 const INDEX: &str = "sb:jobs";
-/// Highest priority first.
-pub const STREAMS: [&str; 3] = ["sb:work:high", "sb:work:normal", "sb:work:low"];
+/// Submitted jobs, highest priority first.
+pub const JOB_STREAMS: [&str; 3] = ["sb:queue:high", "sb:queue:normal", "sb:queue:low"];
+/// Shards and final steps of planned jobs, highest priority first.
+pub const SHARD_STREAMS: [&str; 3] = ["sb:shards:high", "sb:shards:normal", "sb:shards:low"];
+/// Every work stream in the order a batcher looks: by priority, and within
+/// one priority the shards of running jobs before planning a new one, so
+/// that started jobs finish first and their partial outputs do not pile up.
+pub const STREAMS: [&str; 6] = [
+    SHARD_STREAMS[0],
+    JOB_STREAMS[0],
+    SHARD_STREAMS[1],
+    JOB_STREAMS[1],
+    SHARD_STREAMS[2],
+    JOB_STREAMS[2],
+];
 
 fn job_key(id: &str) -> String {
     format!("sb:job:{id}")
@@ -33,13 +48,21 @@ fn done_key(id: &str) -> String {
 }
 
 /// Three levels are enough to let urgent jobs pass bulk ones; finer
-/// priorities would need a stream each.
-pub fn stream_for(priority: i32) -> &'static str {
+/// priorities would need streams each.
+fn level(priority: i32) -> usize {
     match priority {
-        p if p > 0 => STREAMS[0],
-        0 => STREAMS[1],
-        _ => STREAMS[2],
+        p if p > 0 => 0,
+        0 => 1,
+        _ => 2,
     }
+}
+
+pub fn job_stream_for(priority: i32) -> &'static str {
+    JOB_STREAMS[level(priority)]
+}
+
+pub fn shard_stream_for(priority: i32) -> &'static str {
+    SHARD_STREAMS[level(priority)]
 }
 
 #[derive(Debug, Error)]
@@ -135,7 +158,7 @@ impl JobQueue {
             .zadd(INDEX, &id, now)
             .ignore()
             .xadd(
-                stream_for(spec.priority),
+                job_stream_for(spec.priority),
                 "*",
                 &[("kind", "plan"), ("job", id.as_str())],
             )
@@ -240,7 +263,9 @@ impl JobQueue {
             .group(GROUP, consumer)
             .count(1)
             .block(block.as_millis() as usize);
-        let r: StreamReadReply = c.xread_options(&STREAMS, &[">", ">", ">"], &opts).await?;
+        let r: StreamReadReply = c
+            .xread_options(&STREAMS, &[">"; STREAMS.len()], &opts)
+            .await?;
         Ok(first(r))
     }
 
@@ -292,7 +317,7 @@ impl JobQueue {
         let mut c = self.conn.clone();
         let mut inv = scripts::PLAN.prepare_invoke();
         inv.key(job_key(&job.id))
-            .key(stream_for(job.spec.priority))
+            .key(shard_stream_for(job.spec.priority))
             .key(&e.stream)
             .arg(GROUP)
             .arg(&e.id)
