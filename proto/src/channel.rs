@@ -20,10 +20,10 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tonic::Status;
 
@@ -37,6 +37,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 // WINDOW_UPDATE round trips.
 const STREAM_WINDOW: u32 = 2 << 20;
 const CONN_WINDOW: u32 = 5 << 20;
+/// Calls on one connection before the next call opens a fresh one: a
+/// client has 2^30 stream ids per HTTP/2 connection, and h2 refuses every
+/// call after the last without closing the connection.
+const CALLS_PER_CONNECTION: u32 = (1 << 30) - (1 << 20);
 
 /// An address that is not `host:port`.
 pub type InvalidAddress = http::uri::InvalidUri;
@@ -51,14 +55,27 @@ pub struct H2Channel {
 struct Inner {
     address: String,
     current: Mutex<Option<Conn>>,
-    /// Held while connecting, so that concurrent callers share one attempt.
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting, so that concurrent callers share one
+    /// attempt; it keeps the last failure and when it ended, so that those
+    /// who waited for an attempt that failed fail with it at once instead
+    /// of each trying again in turn.
+    connecting: tokio::sync::Mutex<Option<(Instant, Status)>>,
 }
 
 #[derive(Clone, Debug)]
 struct Conn {
     send: h2::client::SendRequest<Bytes>,
+    /// Set when the connection can take no more calls: its driver ended, a
+    /// keep-alive went unanswered, a call could not open a stream on it,
+    /// or it used up its stream ids. The next call then reconnects.
     closed: Arc<AtomicBool>,
+    calls: Arc<AtomicU32>,
+}
+
+impl Conn {
+    fn retire(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl H2Channel {
@@ -69,7 +86,7 @@ impl H2Channel {
             inner: Arc::new(Inner {
                 address: address.to_string(),
                 current: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
+                connecting: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -83,28 +100,41 @@ impl H2Channel {
         Ok(ch)
     }
 
-    fn live(&self) -> Option<h2::client::SendRequest<Bytes>> {
+    fn live(&self) -> Option<Conn> {
         let current = self.inner.current.lock().ok()?;
         current
             .as_ref()
             .filter(|c| !c.closed.load(Ordering::Acquire))
-            .map(|c| c.send.clone())
+            .cloned()
     }
 
-    async fn connection(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
-        if let Some(send) = self.live() {
-            return Ok(send);
+    async fn connection(&self) -> Result<Conn, Status> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
         }
-        let _one_at_a_time = self.inner.connecting.lock().await;
-        if let Some(send) = self.live() {
-            return Ok(send);
+        let asked = Instant::now();
+        let mut last_failure = self.inner.connecting.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
         }
-        let conn = connect(&self.inner.address).await?;
-        let send = conn.send.clone();
-        if let Ok(mut current) = self.inner.current.lock() {
-            *current = Some(conn);
+        if let Some((at, status)) = last_failure.as_ref()
+            && *at >= asked
+        {
+            return Err(status.clone());
         }
-        Ok(send)
+        match connect(&self.inner.address).await {
+            Ok(conn) => {
+                *last_failure = None;
+                if let Ok(mut current) = self.inner.current.lock() {
+                    *current = Some(conn.clone());
+                }
+                Ok(conn)
+            }
+            Err(status) => {
+                *last_failure = Some((Instant::now(), status.clone()));
+                Err(status)
+            }
+        }
     }
 
     async fn call(self, req: Request<tonic::body::Body>) -> Result<Response<RecvBody>, Status> {
@@ -137,12 +167,17 @@ impl H2Channel {
             .path_and_query(path)
             .build()
             .map_err(|e| Status::internal(format!("request URI: {e}")))?;
-        let send = self.connection().await?;
-        let mut send = send.ready().await.map_err(transport)?;
+        let conn = self.connection().await?;
+        if conn.calls.fetch_add(1, Ordering::Relaxed) >= CALLS_PER_CONNECTION {
+            conn.retire();
+        }
+        let retire = |e: h2::Error| {
+            conn.retire();
+            transport(e)
+        };
+        let mut send = conn.send.clone().ready().await.map_err(retire)?;
         let req = Request::from_parts(head, ());
-        let (answer, mut stream) = send
-            .send_request(req, message.is_empty())
-            .map_err(transport)?;
+        let (answer, mut stream) = send.send_request(req, message.is_empty()).map_err(retire)?;
         if !message.is_empty() {
             stream.send_data(message, true).map_err(transport)?;
         }
@@ -201,7 +236,11 @@ async fn connect(address: &str) -> Result<Conn, Status> {
     if let Some(pings) = pings {
         tokio::spawn(keep_alive(pings, driver.abort_handle(), closed.clone()));
     }
-    Ok(Conn { send, closed })
+    Ok(Conn {
+        send,
+        closed,
+        calls: Arc::new(AtomicU32::new(0)),
+    })
 }
 
 /// Pings the worker; one that does not answer in time loses the
