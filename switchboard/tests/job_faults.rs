@@ -264,3 +264,47 @@ async fn an_output_the_final_step_cannot_write_fails_the_job_with_the_reason() {
     let tries = job_hash(&c, &job.id).await["attempts:final"].clone();
     assert_eq!(tries, "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_sent_twice_queues_the_entry_once() {
+    // A retry whose reply is lost (the connection dropped after Redis ran
+    // it) is sent again by the batcher; it must not queue a second copy.
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(&dir.0.join("redis")).await.unwrap();
+    let conn = redis::aio::ConnectionManager::new(redis::Client::open(redis.url()).unwrap())
+        .await
+        .unwrap();
+    let q = batcher::queue::JobQueue::new(conn);
+    q.ensure_groups().await.unwrap();
+    let spec = batcher::queue::JobSpec {
+        endpoint: "e".into(),
+        deployment: "d".into(),
+        pinned: false,
+        model_uri: "m.onnx".into(),
+        input: "in.csv".into(),
+        input_format: None,
+        bindings: vec![],
+        output: dir.0.join("out").display().to_string(),
+        output_format: None,
+        summary_only: false,
+        mini_batch_size: 0,
+        max_retries: 3,
+        error_threshold: -1,
+        priority: 0,
+        allow_nan: false,
+        shard_rows: 0,
+        csv_header: None,
+    };
+    let job = q.submit(spec).await.unwrap();
+    let wait = std::time::Duration::from_millis(200);
+    let first = q.next("t", wait).await.unwrap().expect("the plan entry");
+    q.retry(&first, "try again").await.unwrap();
+    q.retry(&first, "try again").await.unwrap();
+    let copy = q.next("t", wait).await.unwrap().expect("one copy");
+    assert_eq!(copy.job, job.id);
+    assert_ne!(copy.id, first.id);
+    assert!(
+        q.next("t", wait).await.unwrap().is_none(),
+        "a second copy was queued"
+    );
+}

@@ -91,6 +91,23 @@ return 1
     )
 });
 
+/// KEYS: job, the entry's stream. ARGV: group, entry id, reason, then the
+/// new entry's field/value pairs. Queues the entry again only if this
+/// delivery was still pending: a retry whose reply was lost and that is
+/// sent again acknowledges nothing the second time, so it adds no copy.
+pub static RETRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('XACK', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_error', ARGV[3])
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return 1
+",
+    )
+});
+
 /// KEYS: job, the entry's stream. ARGV: group, entry id, state, message,
 /// manifest, errors, now, and the state the job must be in ('' = any that is
 /// not final). A final state is never overwritten.

@@ -380,7 +380,8 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Queues the entry again (at the back) and acknowledges this delivery.
+    /// Queues the entry again (at the back) and acknowledges this delivery,
+    /// as one step that a resent call cannot repeat.
     pub async fn retry(&self, e: &Entry, reason: &str) -> Result<(), QueueError> {
         let mut c = self.conn.clone();
         let fields: Vec<(&str, String)> = match &e.work {
@@ -393,16 +394,16 @@ impl JobQueue {
                 ("piece", piece.clone()),
             ],
         };
-        let _: () = redis::pipe()
-            .atomic()
-            .hset(job_key(&e.job), "last_error", reason)
-            .ignore()
-            .xadd(&e.stream, "*", &fields)
-            .ignore()
-            .xack(&e.stream, GROUP, &[&e.id])
-            .ignore()
-            .query_async(&mut c)
-            .await?;
+        let mut inv = scripts::RETRY.prepare_invoke();
+        inv.key(job_key(&e.job))
+            .key(&e.stream)
+            .arg(GROUP)
+            .arg(&e.id)
+            .arg(reason);
+        for (k, v) in &fields {
+            inv.arg(*k).arg(v);
+        }
+        let _: i64 = inv.invoke_async(&mut c).await?;
         Ok(())
     }
 
