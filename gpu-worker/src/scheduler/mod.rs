@@ -262,10 +262,24 @@ fn spawn_instance(
                 }
             };
             let mut batch_id: u64 = 0;
+            let mut actor_gone = false;
             while let Ok((batch, dispatched)) = rx.recv() {
                 batch_id += 1;
-                run_batch(&shared, backend.as_mut(), batch, dispatched, id, batch_id);
-                if shared.tx.send(Msg::InstanceFree(id)).is_err() {
+                // "Free" goes out just before the answers: both wake the
+                // runtime thread, and sent back to back they are seen in
+                // one wake-up instead of two. A batch the actor sends
+                // meanwhile waits in the channel until the answers are out.
+                let free = || actor_gone = shared.tx.send(Msg::InstanceFree(id)).is_err();
+                run_batch(
+                    &shared,
+                    backend.as_mut(),
+                    batch,
+                    dispatched,
+                    id,
+                    batch_id,
+                    free,
+                );
+                if actor_gone {
                     break;
                 }
             }
@@ -284,6 +298,7 @@ fn run_batch(
     dispatched: Instant,
     instance: usize,
     id: u64,
+    before_answers: impl FnOnce(),
 ) {
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
     let total: usize = rows.iter().sum();
@@ -311,6 +326,7 @@ fn run_batch(
         .record(total as f64);
     metrics::histogram!("switchboard_compute_seconds", "model" => shared.name.clone())
         .record((t3 - t0).as_secs_f64());
+    before_answers();
     match outputs {
         Ok(parts) => {
             let queue_hist =
