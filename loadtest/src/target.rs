@@ -32,10 +32,14 @@ impl Target {
         let (url, model, batch, raw) = (cfg.url.as_str(), cfg.model.as_str(), cfg.batch, cfg.raw);
         let (token, pin, connections) = (cfg.token.as_deref(), cfg.pin.as_deref(), cfg.connections);
         let rows = cfg.rows.as_deref().map(Vec::as_slice);
-        let address = url
-            .split_once("://")
-            .map_or(url, |(_, rest)| rest)
-            .trim_end_matches('/');
+        let address = match url.split_once("://") {
+            None => url,
+            Some(("http", rest)) => rest,
+            Some((scheme, _)) => {
+                bail!("--url: only http:// is supported (plain HTTP/2), not {scheme}://")
+            }
+        }
+        .trim_end_matches('/');
         let mut clients = Vec::new();
         for _ in 0..connections.max(1) {
             let ch = H2Channel::connect(address)
