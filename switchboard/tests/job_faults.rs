@@ -276,25 +276,8 @@ async fn a_retry_sent_twice_queues_the_entry_once() {
         .unwrap();
     let q = batcher::queue::JobQueue::new(conn);
     q.ensure_groups().await.unwrap();
-    let spec = batcher::queue::JobSpec {
-        endpoint: "e".into(),
-        deployment: "d".into(),
-        pinned: false,
-        model_uri: "m.onnx".into(),
-        input: "in.csv".into(),
-        input_format: None,
-        bindings: vec![],
-        output: dir.0.join("out").display().to_string(),
-        output_format: None,
-        summary_only: false,
-        mini_batch_size: 0,
-        max_retries: 3,
-        error_threshold: -1,
-        priority: 0,
-        allow_nan: false,
-        shard_rows: 0,
-        csv_header: None,
-    };
+    let out = dir.0.join("out").display().to_string();
+    let spec = batcher::queue::JobSpec::new("e", "d", "m.onnx", "in.csv", &out);
     let job = q.submit(spec).await.unwrap();
     let wait = std::time::Duration::from_millis(200);
     let first = q.next("t", wait).await.unwrap().expect("the plan entry");

@@ -45,6 +45,38 @@ pub struct JobSpec {
 pub const DEFAULT_SHARD_ROWS: u32 = 100_000;
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
+impl JobSpec {
+    /// A spec with the defaults the Jobs API applies: `auto` mini-batches,
+    /// default retries and shard size, any number of failed rows.
+    pub fn new(
+        endpoint: &str,
+        deployment: &str,
+        model_uri: &str,
+        input: &str,
+        output: &str,
+    ) -> Self {
+        JobSpec {
+            endpoint: endpoint.into(),
+            deployment: deployment.into(),
+            pinned: false,
+            model_uri: model_uri.into(),
+            input: input.into(),
+            input_format: None,
+            bindings: vec![],
+            output: output.into(),
+            output_format: None,
+            summary_only: false,
+            mini_batch_size: 0,
+            max_retries: DEFAULT_MAX_RETRIES,
+            error_threshold: -1,
+            priority: 0,
+            allow_nan: false,
+            shard_rows: DEFAULT_SHARD_ROWS,
+            csv_header: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -188,23 +220,9 @@ mod tests {
 
     fn record(threshold: i64, failed: u64, cancel: bool) -> JobRecord {
         let spec = JobSpec {
-            endpoint: "e".into(),
-            deployment: "d".into(),
-            pinned: false,
-            model_uri: "m.onnx".into(),
-            input: "in.csv".into(),
-            input_format: None,
-            bindings: vec![],
-            output: "out".into(),
-            output_format: None,
-            summary_only: false,
-            mini_batch_size: 0,
-            max_retries: 3,
             error_threshold: threshold,
-            priority: 0,
-            allow_nan: false,
             shard_rows: 10,
-            csv_header: None,
+            ..JobSpec::new("e", "d", "m.onnx", "in.csv", "out")
         };
         let mut h = HashMap::new();
         h.insert("spec".to_string(), serde_json::to_string(&spec).unwrap());
