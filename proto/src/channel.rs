@@ -54,6 +54,8 @@ pub struct H2Channel {
 #[derive(Debug)]
 struct Inner {
     address: String,
+    /// Parsed once: every request's URI names it.
+    authority: http::uri::Authority,
     current: Mutex<Option<Conn>>,
     /// Held while connecting, so that concurrent callers share one
     /// attempt; it keeps the last failure and when it ended, so that those
@@ -81,10 +83,11 @@ impl Conn {
 impl H2Channel {
     /// Connects on first use. `address` is `host:port`.
     pub fn lazy(address: &str) -> Result<Self, InvalidAddress> {
-        address.parse::<http::uri::Authority>()?;
+        let authority = address.parse::<http::uri::Authority>()?;
         Ok(H2Channel {
             inner: Arc::new(Inner {
                 address: address.to_string(),
+                authority,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(None),
             }),
@@ -156,17 +159,12 @@ impl H2Channel {
             .await
             .map_err(|e| Status::internal(format!("encoding the request: {e}")))?
             .to_bytes();
-        let path = head
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        head.uri = Uri::builder()
-            .scheme("http")
-            .authority(self.inner.address.as_str())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| Status::internal(format!("request URI: {e}")))?;
+        // tonic gives the path alone; h2 needs the scheme and authority.
+        let mut uri = std::mem::take(&mut head.uri).into_parts();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(self.inner.authority.clone());
+        head.uri =
+            Uri::from_parts(uri).map_err(|e| Status::internal(format!("request URI: {e}")))?;
         let conn = self.connection().await?;
         if conn.calls.fetch_add(1, Ordering::Relaxed) >= CALLS_PER_CONNECTION {
             conn.retire();
