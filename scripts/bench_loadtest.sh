@@ -42,31 +42,49 @@ cudart=$(dirname "$(ls "$venv"/lib/python3*/site-packages/nvidia/cuda_runtime/li
 gp=$(free_port)
 SWITCHBOARD_ADMIN_KEY=bench-admin "$sb" up --listen 127.0.0.1:"$gp" --data-dir "$tmp/data" >"$tmp/up.log" 2>&1 &
 pids+=($!)
-key=""
-until [ -n "$key" ]; do key=$(grep -A1 "endpoint key for 'digits'" "$tmp/up.log" 2>/dev/null | sed -n 2p | tr -d '[:space:]' || true); sleep 0.2; done
+# Two models: the digits MLP, where a request costs the server little, so
+# each tool's own cost per request shows in what it measures; and the conv
+# net (~0.3-0.6 ms a sample), where the server's work sets the rate, which
+# is the case a load tool must measure the same as any other.
+keys() { # $1: up's log, $2: gateway port, $3: placement prefix; sets key (digits) and ckey (conv)
+  key=""
+  until [ -n "$key" ]; do key=$(grep -A1 "endpoint key for 'digits'" "$1" 2>/dev/null | sed -n 2p | tr -d '[:space:]' || true); sleep 0.2; done
+  # `up` serves the demo models; the conv net gets a worker of its own on
+  # up's Redis, placed with the server.
+  redis=$(sed -n 's/^started redis-server at \([^ ]*\).*/\1/p' "$1")
+  RUST_LOG=warn $3 "$sb" worker --listen 127.0.0.1:0 --redis "$redis" --deployment conv/a="$root/models/convnet.onnx" >/dev/null 2>&1 &
+  pids+=($!)
+  export SWITCHBOARD_URL=http://127.0.0.1:$2 SWITCHBOARD_ADMIN_KEY=bench-admin
+  ckey=$("$sb" endpoint create conv | sed -n 's/^primary key (shown once): *//p')
+  "$sb" deployment create conv a --model "$root/models/convnet.onnx" >/dev/null
+  until "$lt" --quiet --url http://127.0.0.1:"$2" --model conv --token "$ckey" --concurrency 1 --duration 0.1 --warmup 0 >/dev/null 2>&1; do sleep 0.2; done
+}
 compare() { # $1: label, $2: gateway port, $3: prefix that places the load tools
   echo
   echo "$1"
   echo
-  echo "| concurrency | sb-loadtest infer/s | perf_analyzer infer/s | difference |"
-  echo "|---|---|---|---|"
-  for c in 1 16; do
-    $3 "$lt" --quiet --url http://127.0.0.1:"$2" --model digits --token "$key" --concurrency "$c" --duration "$secs" --warmup 2 --report-json "$tmp/sb_c$c.json" >/dev/null
-    LD_LIBRARY_PATH=$cudart $3 "$venv/bin/perf_analyzer" -m digits -u 127.0.0.1:"$2" -i grpc -H "authorization:Bearer $key" \
-      --concurrency-range "$c:$c" --measurement-interval $((secs * 1000)) --stability-percentage 25 --max-trials 6 >"$tmp/pa_c$c.txt" 2>&1
-    pa=$(sed -n 's/.*Throughput: \([0-9.]*\) infer\/sec.*/\1/p' "$tmp/pa_c$c.txt" | tail -n 1)
-    ours=$(field "$tmp/sb_c$c.json" "['throughput_per_s']")
-    echo "| $c | $ours | $pa | $(python3 -c "print(f'{($ours-$pa)/$pa*100:+.1f} %')") |"
+  echo "| model | concurrency | sb-loadtest infer/s | perf_analyzer infer/s | difference |"
+  echo "|---|---|---|---|---|"
+  for m in digits conv; do
+    k=$([ $m = digits ] && echo "$key" || echo "$ckey")
+    for c in 1 16; do
+      $3 "$lt" --quiet --url http://127.0.0.1:"$2" --model $m --token "$k" --concurrency "$c" --duration "$secs" --warmup 2 --report-json "$tmp/sb_c$c.json" >/dev/null
+      LD_LIBRARY_PATH=$cudart $3 "$venv/bin/perf_analyzer" -m $m -u 127.0.0.1:"$2" -i grpc -H "authorization:Bearer $k" \
+        --concurrency-range "$c:$c" --measurement-interval $((secs * 1000)) --stability-percentage 25 --max-trials 6 >"$tmp/pa_c$c.txt" 2>&1
+      pa=$(sed -n 's/.*Throughput: \([0-9.]*\) infer\/sec.*/\1/p' "$tmp/pa_c$c.txt" | tail -n 1)
+      ours=$(field "$tmp/sb_c$c.json" "['throughput_per_s']")
+      echo "| $m | $c | $ours | $pa | $(python3 -c "print(f'{($ours-$pa)/$pa*100:+.1f} %')") |"
+    done
   done
 }
+keys "$tmp/up.log" "$gp" ""
 compare "Shared: server and load tool on the same 2 cores" "$gp" ""
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+for p in "${pids[@]: -2}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 # Pinned: the whole server (gateway, worker, ORT, its Redis) on core 0, each
 # load tool alone on core 1, so neither tool's own cost takes CPU from the
 # server: what separate machines would show, as far as one box can.
 gp=$(free_port)
 SWITCHBOARD_ADMIN_KEY=bench-admin taskset -c 0 "$sb" up --listen 127.0.0.1:"$gp" --data-dir "$tmp/data2" >"$tmp/up2.log" 2>&1 &
 pids+=($!)
-key=""
-until [ -n "$key" ]; do key=$(grep -A1 "endpoint key for 'digits'" "$tmp/up2.log" 2>/dev/null | sed -n 2p | tr -d '[:space:]' || true); sleep 0.2; done
+keys "$tmp/up2.log" "$gp" "taskset -c 0"
 compare "Pinned: server on core 0, load tool on core 1" "$gp" "taskset -c 1"
