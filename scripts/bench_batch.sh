@@ -76,3 +76,19 @@ for m in mlp deep; do
   echo "| $m | (b) arrow alone: read + write | $arrow | | |"
   echo "| $m | (c) pandas + onnxruntime loop, chunks of $batch | $pandas | | |"
 done
+
+# Scale-out, compute-bound: a second batcher joins (one job, shards shared),
+# against the whole machine's raw ORT (two instances, one per core) and the
+# pandas loop with onnxruntime's default threads (one per core).
+"$bin" batcher --redis "$redis" >/dev/null &
+pids+=($!)
+model=$root/models/digits_deep.onnx
+job=$("$bin" job submit --endpoint bench --deployment deep --input "$tmp/rows.csv" --output "$tmp/out-deep2" --wait 2>/dev/null)
+rate=$(echo "$job" | field "round(d['rows_done'] * 1000 / (d['finished_unix_ms'] - d['created_unix_ms']))")
+batch=$(echo "$job" | field "d['batch_size']")
+secs=$(python3 -c "print(max(5, min(30, 2 * $rows / $rate)))")
+raw2=$("$root/target/release/examples/raw_ort" "$model" "$batch" 2 "$secs" | field "round(d['rows_per_s'])")
+pandas0=$("$venv/bin/python" scripts/bench_pandas.py "$model" "$tmp/rows.csv" "$tmp/pandas-deep0.csv" "$batch" --header --threads 0 | field "d['rows_per_s']")
+echo "| deep | job, two batchers (batch $batch) | $rate | $(python3 -c "print(f'{$rate/$raw2*100:.0f} %')") of (a2) | $(python3 -c "print(f'{$rate/$pandas0:.1f}x')") (c0) |"
+echo "| deep | (a2) raw in-process ORT, two instances, batch $batch | $raw2 | | |"
+echo "| deep | (c0) pandas loop, onnxruntime default threads | $pandas0 | | |"

@@ -2,9 +2,10 @@
 """Baseline for the batch benchmarks: the plain Python loop a team would
 write without Switchboard — pandas reads the CSV in chunks, onnxruntime
 scores each chunk, pandas appends the predictions (with the row number) to
-a CSV. One intra-op thread, as the batcher uses.
+a CSV. One intra-op thread, as one batcher uses, unless --threads N is
+given (0: onnxruntime's default, one per core).
 
-    bench_pandas.py MODEL INPUT.csv OUTPUT.csv BATCH [--header]
+    bench_pandas.py MODEL INPUT.csv OUTPUT.csv BATCH [--header] [--threads N]
 Prints one JSON line: rows, seconds, rows_per_s.
 """
 
@@ -21,7 +22,8 @@ def main():
     model, inp, out, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     header = 0 if "--header" in sys.argv[5:] else None
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    args = sys.argv[5:]
+    opts.intra_op_num_threads = int(args[args.index("--threads") + 1]) if "--threads" in args else 1
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     outputs = [o.name for o in sess.get_outputs()]
