@@ -122,13 +122,18 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Invoke(a) => commands::invoke(&cli.conn, a).await,
         Cmd::Loadtest { args } => {
             use clap::Parser as _;
-            // `--url` (and the key) are switchboard's global flags; hand them on.
-            let mut argv = vec![
-                "switchboard loadtest".to_string(),
-                "--url".into(),
-                cli.conn.url.clone(),
-            ];
-            if let Some(k) = &cli.conn.key {
+            // The gateway and the key come from switchboard's global flags or
+            // their environment unless the load tool's own flags name them
+            // (given twice, clap would refuse the command).
+            let given = |flag: &str| {
+                args.iter()
+                    .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+            };
+            let mut argv = vec!["switchboard loadtest".to_string()];
+            if !given("--url") {
+                argv.extend(["--url".to_string(), cli.conn.url.clone()]);
+            }
+            if let Some(k) = cli.conn.key.as_ref().filter(|_| !given("--token")) {
                 argv.extend(["--token".to_string(), k.clone()]);
             }
             argv.extend(args);

@@ -125,6 +125,28 @@ async fn client_commands_end_to_end() {
         // digits uses key auth: the token is refused, precisely.
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("takes keys, not tokens"), "{}", String::from_utf8_lossy(&o.stderr));
+        // The load tool as the README runs it: its own --url and --token,
+        // with SWITCHBOARD_URL and SWITCHBOARD_KEY also set (the wrapper must
+        // not pass either twice), and with neither flag (taken from them).
+        let report = std::env::temp_dir().join(format!("lt-{}.json", std::process::id()));
+        for own_flags in [true, false] {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+            cmd.env("SWITCHBOARD_URL", &url).env("SWITCHBOARD_KEY", &key).arg("loadtest");
+            if own_flags {
+                cmd.args(["--url", &url, "--token", &key]);
+            }
+            let o = cmd
+                .args(["--model", "digits", "--concurrency", "2", "--duration", "0.3", "--warmup", "0", "--quiet"])
+                .arg("--report-json")
+                .arg(&report)
+                .output()
+                .unwrap();
+            ok(o);
+            let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+            assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
+        }
+        let _ = std::fs::remove_file(&report);
         let regen = ok(sb(&url, Some(ADMIN), &["keys", "regenerate", "digits", "--slot", "secondary"]));
         assert!(regen.contains("sbk_"), "{regen}");
         ok(sb(&url, Some(ADMIN), &["traffic", "digits", "blue=100"]));
