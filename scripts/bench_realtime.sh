@@ -60,9 +60,10 @@ for c in 1 16 64; do
 done
 
 # For scale, the floor of one hop on this machine in this run: the same
-# load tool against a V2 server that answers at once (tonic, one runtime
-# thread as the gateway). Its p50 and its client + server CPU per request
-# are what one gRPC hop costs before any work.
+# load tool against a V2 server that answers at once (plain tonic on a
+# one-worker multi-thread runtime: a default tonic hop, the way the issue's
+# scale figures were taken). Its p50 and its client + server CPU per
+# request are what one gRPC hop costs before any work.
 tp=$(free_port)
 TOKIO_WORKER_THREADS=1 "$lt" serve-test --listen 127.0.0.1:"$tp" >/dev/null &
 trivial=$!; pids+=($trivial)
