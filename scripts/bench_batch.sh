@@ -58,14 +58,21 @@ until "$bin" endpoint list >/dev/null 2>&1; do [ $SECONDS -lt $deadline ] || { e
 "$bin" traffic bench mlp=100 >/dev/null
 
 field() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print($1)"; }
+# run_job DEPLOYMENT OUTPUT: one job, waited for; sets rate (rows/s over the
+# job's own created -> finished time), batch (what it chose) and secs (how
+# long to run a baseline).
+run_job() {
+  local job
+  job=$("$bin" job submit --endpoint bench --deployment "$1" --input "$tmp/rows.csv" --output "$2" --wait 2>/dev/null)
+  rate=$(echo "$job" | field "round(d['rows_done'] * 1000 / (d['finished_unix_ms'] - d['created_unix_ms']))")
+  batch=$(echo "$job" | field "d['batch_size']")
+  secs=$(python3 -c "print(max(5, min(30, 2 * $rows / $rate)))")
+}
 echo "| model | path | rows/s | vs slower of (a),(b) | vs pandas |"
 echo "|---|---|---|---|---|"
 for m in mlp deep; do
   model=$root/models/digits_$([ $m = mlp ] && echo mlp || echo deep).onnx
-  job=$("$bin" job submit --endpoint bench --deployment $m --input "$tmp/rows.csv" --output "$tmp/out-$m" --wait 2>/dev/null)
-  rate=$(echo "$job" | field "round(d['rows_done'] * 1000 / (d['finished_unix_ms'] - d['created_unix_ms']))")
-  batch=$(echo "$job" | field "d['batch_size']")
-  secs=$(python3 -c "print(max(5, min(30, 2 * $rows / $rate)))")
+  run_job $m "$tmp/out-$m"
   raw=$("$root/target/release/examples/raw_ort" "$model" "$batch" 1 "$secs" | field "round(d['rows_per_s'])")
   arrow=$("$root/target/release/examples/arrow_only" "$tmp/rows.csv" --out "$tmp/arrow-$m" --chunk-rows "$batch" | field "round(d['rows_per_s'])")
   pandas=$("$venv/bin/python" scripts/bench_pandas.py "$model" "$tmp/rows.csv" "$tmp/pandas-$m.csv" "$batch" --header | field "d['rows_per_s']")
@@ -83,10 +90,7 @@ done
 "$bin" batcher --redis "$redis" >/dev/null &
 pids+=($!)
 model=$root/models/digits_deep.onnx
-job=$("$bin" job submit --endpoint bench --deployment deep --input "$tmp/rows.csv" --output "$tmp/out-deep2" --wait 2>/dev/null)
-rate=$(echo "$job" | field "round(d['rows_done'] * 1000 / (d['finished_unix_ms'] - d['created_unix_ms']))")
-batch=$(echo "$job" | field "d['batch_size']")
-secs=$(python3 -c "print(max(5, min(30, 2 * $rows / $rate)))")
+run_job deep "$tmp/out-deep2"
 raw2=$("$root/target/release/examples/raw_ort" "$model" "$batch" 2 "$secs" | field "round(d['rows_per_s'])")
 pandas0=$("$venv/bin/python" scripts/bench_pandas.py "$model" "$tmp/rows.csv" "$tmp/pandas-deep0.csv" "$batch" --header --threads 0 | field "d['rows_per_s']")
 echo "| deep | job, two batchers (batch $batch) | $rate | $(python3 -c "print(f'{$rate/$raw2*100:.0f} %')") of (a2) | $(python3 -c "print(f'{$rate/$pandas0:.1f}x')") (c0) |"
