@@ -14,7 +14,7 @@ cd "$root"
 rows=${1:-1000000}
 scripts/setup.sh
 cargo build --release --locked -q -p switchboard
-cargo build --release --locked -q -p gpu-worker --example raw_ort
+cargo build --release --locked -q -p engine --example raw_ort
 cargo build --release --locked -q -p batcher --example arrow_only
 venv=$root/.local/bench-venv
 if ! "$venv/bin/python" -c 'import pandas, onnxruntime' 2>/dev/null; then

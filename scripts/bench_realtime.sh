@@ -14,7 +14,7 @@ cd "$root"
 secs=${1:-10}
 scripts/setup.sh
 cargo build --release --locked -q -p switchboard -p loadtest
-cargo build --release --locked -q -p gpu-worker --example raw_ort
+cargo build --release --locked -q -p engine --example raw_ort
 bin=$root/target/release/switchboard
 lt=$root/target/release/sb-loadtest
 raw=$root/target/release/examples/raw_ort

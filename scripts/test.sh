@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
 # Device code must compile even though no machine here has a GPU.
-cargo check --locked -p gpu-worker -p switchboard --features switchboard/cuda,gpu-worker/cuda
+cargo check --locked -p engine -p gpu-worker -p switchboard --features engine/cuda,gpu-worker/cuda,switchboard/cuda
 cargo check --locked -p batcher --features cloud
 # Unmodified Triton clients (tritonclient, perf_analyzer) against `switchboard up`.
 cargo build --locked -p switchboard

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use batcher::io::{Format, InputColumns, PartWriter, ReadSpec, plan, read_piece};
 use bytes::Bytes;
-use gpu_worker::engine::{DataType, Tensor, TensorSpec};
+use engine::{DataType, Tensor, TensorSpec};
 
 struct Args {
     input: PathBuf,

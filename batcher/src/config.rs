@@ -1,4 +1,4 @@
-use gpu_worker::engine::Device;
+use engine::Device;
 use std::path::PathBuf;
 use std::time::Duration;
 

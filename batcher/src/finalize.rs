@@ -7,9 +7,9 @@
 
 use crate::io::{IoError, Stores};
 use crate::plan_step::is_job_output;
-use crate::queue::{Entry, JobRecord, JobState, QueueError};
 use crate::runner::{Ctx, persist};
 use crate::shard::errors_name;
+use job_queue::{Entry, JobRecord, JobState, QueueError};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;

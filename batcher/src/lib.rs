@@ -1,7 +1,9 @@
 //! The batch path: jobs queued in Redis, planned into shards, scored by the
 //! engine at memory-sized mini-batches, written as atomic part files.
 //!
-//! - `queue`: the job record and the streams (also used by the gateway);
+//! The job record, the streams and the Lua scripts are the `job-queue`
+//! crate (`batcher/queue`), which the gateway shares.
+//!
 //! - `io`: planning inputs, streaming rows, writing parts (arrow);
 //! - `sizing`: `mini_batch_size: auto` from measured peak memory;
 //! - `runner`: the batcher's loop (plan, shard and finalize steps).
@@ -11,7 +13,6 @@ mod finalize;
 pub mod io;
 mod model;
 mod plan_step;
-pub mod queue;
 mod runner;
 pub mod shard;
 pub mod sizing;

@@ -3,7 +3,7 @@
 
 use crate::config::BatcherConfig;
 use crate::sizing::{self, Fit};
-use gpu_worker::engine::{
+use engine::{
     Backend, BackendFactory, DataType, Device, EngineError, ModelSignature, OrtFactory, OrtOptions,
 };
 use std::collections::HashMap;
@@ -103,9 +103,9 @@ impl Models {
 
 /// The meter that sees the device's allocations. Only the CPU has one: on
 /// CUDA, `auto` needs the device's own reading, which is not built yet.
-pub fn meter_for(device: Device) -> Result<&'static gpu_worker::engine::MemoryMeter, EngineError> {
+pub fn meter_for(device: Device) -> Result<&'static engine::MemoryMeter, EngineError> {
     match device {
-        Device::Cpu => gpu_worker::engine::cpu_meter(),
+        Device::Cpu => engine::cpu_meter(),
         #[allow(unreachable_patterns)]
         _ => Err(EngineError::InvalidArgument(
             "mini_batch_size auto measures memory on the CPU only in this build; give a number"

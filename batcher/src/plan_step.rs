@@ -3,11 +3,11 @@
 //! that cannot run (no such input, columns that do not fit the model) ends
 //! the job `failed` here, with the reason, before any row is scored.
 
-use crate::io::Format;
-use crate::queue::{Binding, Entry, JobRecord, JobState, QueueError};
 use crate::runner::{Ctx, persist};
 use crate::shard::ShardTask;
-use gpu_worker::engine::ModelSignature;
+use engine::ModelSignature;
+use job_queue::Format;
+use job_queue::{Binding, Entry, JobRecord, JobState, QueueError};
 use std::sync::Arc;
 use tracing::{info, warn};
 

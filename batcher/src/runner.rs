@@ -6,10 +6,10 @@
 use crate::config::BatcherConfig;
 use crate::io::Stores;
 use crate::model::Models;
-use crate::queue::{Entry, JobQueue, JobRecord, QueueError, Work};
 use crate::shard::{ShardRun, ShardTask};
 use crate::{finalize, plan_step};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use job_queue::{Entry, JobQueue, JobRecord, QueueError, Work};
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,33 +50,20 @@ where
     }
 }
 
-async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-            Ok(c) => return Ok(c),
-            Err(e) if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
-                warn!(error = %e, "batcher: Redis unreachable; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Runs until `shutdown` resolves; the step in progress finishes first.
 pub async fn run(
     config: BatcherConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BatcherError> {
-    let conn = connect(&config.redis_url).await?;
+    let conn = redis_conn::connect_with(
+        &config.redis_url,
+        redis_conn::Options {
+            // Planning a large job runs long scripts.
+            response_timeout: Duration::from_secs(10),
+            wait_for_server: true,
+        },
+    )
+    .await?;
     let queue = JobQueue::new(conn);
     persist("creating consumer groups", || queue.ensure_groups())
         .await

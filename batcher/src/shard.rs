@@ -7,7 +7,7 @@
 use crate::io::{
     self, Chunk, Format, InputColumns, IoError, PartWriter, Piece, ReadSpec, RowError,
 };
-use gpu_worker::engine::{Backend, DataType, EngineError, ModelSignature, Tensor};
+use engine::{Backend, DataType, EngineError, ModelSignature, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! from the engine's meter (every byte ONNX Runtime allocates, plus the
 //! input batch we hand it), and a line bytes = fixed + per_row × n fitted.
 
-use gpu_worker::engine::{Backend, EngineError, MemoryMeter, Tensor};
+use engine::{Backend, EngineError, MemoryMeter, Tensor};
 use std::fmt;
 
 /// The fit and the choice it led to; shown in the job record and the logs.
@@ -48,10 +48,7 @@ impl fmt::Display for Fit {
 
 /// Zero-filled inputs of `rows` rows. Values do not change how much memory
 /// a dense model needs, only shapes do.
-pub fn zero_inputs(
-    row_shapes: &[(gpu_worker::engine::DataType, Vec<i64>)],
-    rows: usize,
-) -> Vec<Tensor> {
+pub fn zero_inputs(row_shapes: &[(engine::DataType, Vec<i64>)], rows: usize) -> Vec<Tensor> {
     row_shapes
         .iter()
         .map(|(dtype, row)| {
@@ -72,7 +69,7 @@ pub fn zero_inputs(
 pub fn measure(
     backend: &mut dyn Backend,
     meter: &MemoryMeter,
-    row_shapes: &[(gpu_worker::engine::DataType, Vec<i64>)],
+    row_shapes: &[(engine::DataType, Vec<i64>)],
     rows: usize,
 ) -> Result<u64, EngineError> {
     let inputs = zero_inputs(row_shapes, rows);
@@ -107,7 +104,7 @@ fn fit_line(points: &[(usize, u64)]) -> (f64, f64) {
 pub fn fit_batch(
     backend: &mut dyn Backend,
     meter: &MemoryMeter,
-    row_shapes: &[(gpu_worker::engine::DataType, Vec<i64>)],
+    row_shapes: &[(engine::DataType, Vec<i64>)],
     budget: u64,
     utilisation: f64,
     max_batch: usize,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType as ArrowType, Field, Schema};
 use batcher::io::{InputColumns, ReadSpec, plan, read_piece};
-use gpu_worker::engine::DataType;
+use engine::DataType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;

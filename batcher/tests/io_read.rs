@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType as ArrowType, Field, Schema};
 use batcher::io::{
     Chunk, Format, InputColumns, Plan, ReadSpec, RowError, plan, plan_with_header, read_piece,
 };
-use gpu_worker::engine::DataType;
+use engine::DataType;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 

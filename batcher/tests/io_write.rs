@@ -8,7 +8,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type, UInt64Type};
 use batcher::io::{Format, PartWriter, RowError, write_jsonl_atomic};
 use bytes::Bytes;
-use gpu_worker::engine::{DataType, Tensor, TensorSpec};
+use engine::{DataType, Tensor, TensorSpec};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn specs() -> Vec<TensorSpec> {

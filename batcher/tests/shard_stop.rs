@@ -5,8 +5,8 @@
 
 use batcher::io::{Format, Stores, plan};
 use batcher::shard::{ShardRun, ShardTask, part_name};
-use gpu_worker::engine::{BackendFactory, OrtFactory, OrtOptions};
-use gpu_worker::fixtures::models_dir;
+use engine::fixtures::models_dir;
+use engine::{BackendFactory, OrtFactory, OrtOptions};
 use std::sync::atomic::AtomicBool;
 
 #[test]
@@ -28,7 +28,7 @@ fn a_stop_before_the_first_chunk_keeps_no_part() {
     let stores = Stores::new(runtime.handle().clone(), dir.path().join("cache"));
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let run = |stop: bool, backend: &mut dyn gpu_worker::engine::Backend| {
+    let run = |stop: bool, backend: &mut dyn engine::Backend| {
         let stop = AtomicBool::new(stop);
         ShardRun {
             stores: &stores,

@@ -3,10 +3,8 @@
 //! in its own binary, because the engine's memory meter is process-wide.
 
 use batcher::sizing::{fit_batch, measure};
-use gpu_worker::engine::{
-    BackendFactory, DataType, EngineError, OrtFactory, OrtOptions, cpu_meter,
-};
-use gpu_worker::fixtures::models_dir;
+use engine::fixtures::models_dir;
+use engine::{BackendFactory, DataType, EngineError, OrtFactory, OrtOptions, cpu_meter};
 
 #[test]
 fn auto_batch_peaks_within_85_to_100_percent_of_the_budget_and_halving_recovers() {

@@ -5,8 +5,7 @@
 
 use crate::auth::{Principal, authorize_infer, principal};
 use crate::store::Store;
-use batcher::io::Format;
-use batcher::queue::{self, JobQueue, JobRecord, JobState, QueueError};
+use job_queue::{self as queue, Format, JobQueue, JobRecord, JobState, QueueError};
 use proto::switchboard::v1 as pb;
 use proto::switchboard::v1::jobs_server::Jobs;
 use router::Router;
@@ -78,10 +77,10 @@ fn check_location(what: &str, loc: &str) -> Result<(), Status> {
     }
     match loc.split_once("://") {
         None => Ok(()),
-        Some((scheme, _)) if batcher::io::scheme_supported(scheme) => Ok(()),
+        Some((scheme, _)) if queue::scheme_supported(scheme) => Ok(()),
         Some((scheme, _)) => Err(bad(format!(
             "{what} '{loc}': scheme '{scheme}' is not supported by this build (local paths, file:// and {}:// are)",
-            batcher::io::REMOTE_SCHEMES.join("://, ")
+            queue::REMOTE_SCHEMES.join("://, ")
         ))),
     }
 }

@@ -77,15 +77,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let conn = router::registry::connect(&config.redis_url).await?;
-    let client = redis::Client::open(config.redis_url.as_str())?;
+    let conn = redis_conn::connect(&config.redis_url).await?;
+    let client = redis_conn::client(&config.redis_url)?;
     let store = Arc::new(Store::open(client, conn.clone()).await?);
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
     }));
     apply_routes(&store.snapshot(), &router);
     let mut registry = conn.clone();
-    if let Ok(workers) = router::registry::discover(&mut registry).await {
+    if let Ok(workers) = registry::discover(&mut registry).await {
         router.set_workers(&workers);
     }
     let background = tokio::spawn(keep_in_sync(
@@ -107,7 +107,7 @@ pub async fn serve(
     let jobs = JobsServer::new(JobsService::new(
         store.clone(),
         router.clone(),
-        batcher::queue::JobQueue::new(conn.clone()),
+        job_queue::JobQueue::new(conn.clone()),
     ));
     let stack = tower::ServiceBuilder::new()
         .layer(OversizeStatusLayer)
@@ -143,7 +143,7 @@ async fn keep_in_sync(
         if let Ok(true) = cp {
             apply_routes(&store.snapshot(), &router);
         }
-        let workers = router::registry::discover(&mut registry).await;
+        let workers = registry::discover(&mut registry).await;
         if let Ok(w) = &workers {
             router.set_workers(w);
         }

@@ -1,7 +1,5 @@
-//! Switchboard worker: the model engine, the micro-batch scheduler that
-//! drives it, and the gRPC server that exposes it.
+//! Switchboard worker: the micro-batch scheduler that drives the engine, and
+//! the gRPC server that exposes it.
 
-pub mod engine;
-pub mod fixtures;
 pub mod scheduler;
 pub mod server;

@@ -1,7 +1,7 @@
 //! The scheduler over real ONNX Runtime sessions of the committed models.
 
-use gpu_worker::engine::{EngineError, OrtFactory, OrtOptions, Tensor};
-use gpu_worker::fixtures::{Fixture, assert_close};
+use engine::fixtures::{Fixture, assert_close};
+use engine::{EngineError, OrtFactory, OrtOptions, Tensor};
 use gpu_worker::scheduler::{Request, Scheduler, SchedulerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

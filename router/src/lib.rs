@@ -4,11 +4,9 @@
 //! retry on another replica when the request never reached a model.
 
 pub mod pool;
-pub mod registry;
 mod route;
 pub mod weights;
 
 pub use pool::{Pool, Replica};
-pub use registry::{Registration, WorkerRecord};
 pub use route::{EndpointRoute, Router, RouterConfig};
 pub use weights::{WeightError, Weighted};

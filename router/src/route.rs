@@ -1,9 +1,9 @@
 //! The routing table and the forwarding of one inference request.
 
 use crate::pool::{Pool, Replica};
-use crate::registry::WorkerRecord;
 use crate::weights::Weighted;
 use proto::inference::{ModelInferRequest, ModelInferResponse, ServerReadyRequest};
+use registry::WorkerRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use gpu_worker::engine::OrtOptions;
+use engine::OrtOptions;
 use gpu_worker::scheduler::SchedulerConfig;
 use gpu_worker::server::run::{DeploymentSpec, WorkerConfig};
 use std::time::Duration;
@@ -59,7 +59,7 @@ pub struct SchedulerArgs {
     pub instances: usize,
     /// Where models run: `cpu`, or `cuda:N` when built with `--features cuda`.
     #[arg(long, default_value = "cpu")]
-    pub device: gpu_worker::engine::Device,
+    pub device: engine::Device,
     /// Threads inside one instance's operators.
     #[arg(long, default_value_t = 1)]
     pub intra_threads: usize,
@@ -190,7 +190,7 @@ impl BatchTuning {
     pub fn config(
         &self,
         redis_url: &str,
-        device: gpu_worker::engine::Device,
+        device: engine::Device,
         intra_threads: usize,
     ) -> batcher::BatcherConfig {
         batcher::BatcherConfig {
@@ -244,7 +244,7 @@ pub struct BatcherArgs {
     pub id: Option<String>,
     /// Where models run: `cpu`, or `cuda:N` when built with `--features cuda`.
     #[arg(long, default_value = "cpu")]
-    pub device: gpu_worker::engine::Device,
+    pub device: engine::Device,
     /// Threads inside one model run.
     #[arg(long, default_value_t = 1)]
     pub intra_threads: usize,

@@ -138,7 +138,7 @@ async fn credentials() {
         .unwrap();
 
     // An expired token, signed with the gateways' real secret.
-    let mut redis = router::registry::connect(&c.redis.url()).await.unwrap();
+    let mut redis = redis_conn::connect(&c.redis.url()).await.unwrap();
     let secret: String = redis::AsyncCommands::get(&mut redis, "sb:token-secret")
         .await
         .unwrap();
@@ -217,7 +217,7 @@ async fn regenerated_key_replaces_the_old_one() {
         .await
         .unwrap();
     // Only hashes are stored: no key appears in Redis.
-    let mut redis = router::registry::connect(&c.redis.url()).await.unwrap();
+    let mut redis = redis_conn::connect(&c.redis.url()).await.unwrap();
     let stored: String = redis::AsyncCommands::get(&mut redis, "sb:endpoint:digits")
         .await
         .unwrap();

@@ -26,10 +26,10 @@ async fn pending_of(c: &Cluster, consumer: &str) -> usize {
         return 0;
     };
     let mut n = 0;
-    for s in batcher::queue::STREAMS {
+    for s in job_queue::STREAMS {
         let r: redis::Value = redis::cmd("XPENDING")
             .arg(s)
-            .arg(batcher::queue::GROUP)
+            .arg(job_queue::GROUP)
             .arg("-")
             .arg("+")
             .arg(100)
@@ -149,7 +149,7 @@ async fn a_shard_that_keeps_failing_goes_to_dead_letter_and_its_rows_count_as_fa
     let r = redis::Client::open(c.redis.url()).unwrap();
     let mut conn = r.get_multiplexed_async_connection().await.unwrap();
     let dead: usize = redis::cmd("XLEN")
-        .arg(batcher::queue::DEAD_LETTER)
+        .arg(job_queue::DEAD_LETTER)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -274,10 +274,10 @@ async fn a_retry_sent_twice_queues_the_entry_once() {
     let conn = redis::aio::ConnectionManager::new(redis::Client::open(redis.url()).unwrap())
         .await
         .unwrap();
-    let q = batcher::queue::JobQueue::new(conn);
+    let q = job_queue::JobQueue::new(conn);
     q.ensure_groups().await.unwrap();
     let out = dir.0.join("out").display().to_string();
-    let spec = batcher::queue::JobSpec::new("e", "d", "m.onnx", "in.csv", &out);
+    let spec = job_queue::JobSpec::new("e", "d", "m.onnx", "in.csv", &out);
     let job = q.submit(spec).await.unwrap();
     let wait = std::time::Duration::from_millis(200);
     let first = q.next("t", wait).await.unwrap().expect("the plan entry");

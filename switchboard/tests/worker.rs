@@ -179,7 +179,7 @@ async fn load_tool_sends_rows_from_a_data_file() {
     let addr = c
         .start_worker(&[("digits", "blue", "digits_mlp.onnx")], Default::default())
         .await;
-    let f = gpu_worker::fixtures::Fixture::load("digits_mlp").unwrap();
+    let f = engine::fixtures::Fixture::load("digits_mlp").unwrap();
     let x = &f.inputs["input"];
     let csv: String = std::iter::once(
         (0..64)

@@ -6,7 +6,7 @@ use arrow::compute::{CastOptions, cast, cast_with_options};
 use arrow::datatypes::{DataType as ArrowType, Float32Type, Float64Type};
 use arrow::util::display::array_value_to_string;
 use bytes::Bytes;
-use gpu_worker::engine::{DataType, Tensor};
+use engine::{DataType, Tensor};
 
 use super::{Chunk, IoError, RowError};
 

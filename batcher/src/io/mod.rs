@@ -11,7 +11,6 @@
 
 mod convert;
 mod error;
-mod format;
 mod lines;
 mod plan;
 mod read;
@@ -21,9 +20,9 @@ mod remote;
 mod write;
 
 pub use error::{IoError, RowError};
-pub use format::Format;
+pub use job_queue::Format;
 pub use plan::{Piece, Plan, Span, plan, plan_with_header};
 pub use read::{Chunk, InputColumns, PieceReader, ReadSpec, read_piece};
 pub(crate) use remote::escape as cache_name;
-pub use remote::{Location, OutputDir, REMOTE_SCHEMES, Remote, Staged, Stores, scheme_supported};
+pub use remote::{Location, OutputDir, Remote, Staged, Stores};
 pub use write::{PartWriter, write_jsonl_atomic};

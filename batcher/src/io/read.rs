@@ -1,7 +1,7 @@
 //! Streaming a piece as chunks of model-input tensors.
 
 use arrow::datatypes::DataType as ArrowType;
-use gpu_worker::engine::{DataType, Tensor};
+use engine::{DataType, Tensor};
 
 use super::convert::{Layout, arrow_type};
 use super::{Format, IoError, Piece, RowError, Span};

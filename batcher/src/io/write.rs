@@ -21,7 +21,7 @@ use arrow::array::{
     UInt64Array,
 };
 use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef};
-use gpu_worker::engine::{DataType, Tensor, TensorSpec};
+use engine::{DataType, Tensor, TensorSpec};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;

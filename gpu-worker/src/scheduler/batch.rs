@@ -1,8 +1,8 @@
 //! Stacking requests into one batch and splitting the answers back. Pure
 //! functions over byte buffers: no locks, no async.
 
-use crate::engine::{EngineError, ModelSignature, Tensor};
 use bytes::{Bytes, BytesMut};
+use engine::{EngineError, ModelSignature, Tensor};
 
 /// Whether two requests may share a batch: same dtypes and the same shape in
 /// every dimension but the first.
@@ -158,7 +158,7 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{DataType, TensorSpec};
+    use engine::{DataType, TensorSpec};
 
     fn t(rows: i64, v: &[f32]) -> Tensor {
         Tensor::from_f32(vec![rows, 2], v)

@@ -12,7 +12,7 @@ mod stats;
 pub use batch::{compatible, concat, split, validate};
 pub use stats::{BatchRecord, BatchStats, Duration64, ModelStats};
 
-use crate::engine::{Backend, BackendFactory, EngineError, ModelSignature, Tensor};
+use engine::{Backend, BackendFactory, EngineError, ModelSignature, Tensor};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,8 @@
 //! `raw_input_contents` both become little-endian bytes; answers mirror the
 //! request's choice.
 
-use crate::engine::{DataType, EngineError, Tensor};
 use bytes::Bytes;
+use engine::{DataType, EngineError, Tensor};
 use proto::inference::model_infer_request::InferInputTensor;
 use proto::inference::model_infer_response::InferOutputTensor;
 use proto::inference::{InferTensorContents, ModelInferRequest};

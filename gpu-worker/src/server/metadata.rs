@@ -3,8 +3,8 @@
 //! (without the batch dimension when the model batches) from it.
 
 use super::convert::config_dtype;
-use crate::engine::TensorSpec;
 use crate::scheduler::{Duration64, Scheduler};
+use engine::TensorSpec;
 use proto::inference::model_metadata_response::TensorMetadata;
 use proto::inference::*;
 

@@ -10,8 +10,8 @@ pub mod run;
 pub use convert::{config_dtype, output_tensor, request_inputs};
 pub use proto::deadline_of;
 
-use crate::engine::EngineError;
 use crate::scheduler::{Request, Scheduler};
+use engine::EngineError;
 use proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use proto::inference::*;
 use std::collections::BTreeMap;
@@ -130,8 +130,7 @@ impl WorkerService {
             })
             .await
             .map_err(status_of)?;
-        let mut outputs: Vec<Option<crate::engine::Tensor>> =
-            resp.outputs.into_iter().map(Some).collect();
+        let mut outputs: Vec<Option<engine::Tensor>> = resp.outputs.into_iter().map(Some).collect();
         let mut answer = ModelInferResponse {
             model_name: req.model_name,
             model_version: deployment.to_string(),

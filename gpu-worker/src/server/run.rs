@@ -2,10 +2,10 @@
 //! Redis with a heartbeat, deregister on shutdown.
 
 use super::{Deployments, WorkerService};
-use crate::engine::{EngineError, OrtFactory, OrtOptions};
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use engine::{EngineError, OrtFactory, OrtOptions};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
-use router::registry::{Registration, ServedDeployment, WorkerRecord};
+use registry::{Registration, ServedDeployment, WorkerRecord};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,7 +109,7 @@ pub async fn serve(
     };
     let registration = match &config.redis_url {
         Some(url) => {
-            let conn = router::registry::connect(url).await?;
+            let conn = redis_conn::connect(url).await?;
             let record = WorkerRecord {
                 id: config
                     .id

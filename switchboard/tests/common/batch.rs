@@ -4,7 +4,7 @@
 use super::{ADMIN, Cluster, Options, connect, models};
 use client::Client;
 use client::proto::switchboard::v1 as pb;
-use gpu_worker::fixtures::Fixture;
+use engine::fixtures::Fixture;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -177,10 +177,10 @@ impl Cluster {
 
     /// Workers registered for endpoint/deployment right now.
     pub async fn registered(&self, endpoint: &str, deployment: &str) -> usize {
-        let Ok(mut conn) = router::registry::connect(&self.redis.url()).await else {
+        let Ok(mut conn) = redis_conn::connect(&self.redis.url()).await else {
             return 0;
         };
-        router::registry::discover(&mut conn)
+        registry::discover(&mut conn)
             .await
             .map(|ws| {
                 ws.iter()

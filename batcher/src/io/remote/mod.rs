@@ -18,6 +18,7 @@ pub use output::OutputDir;
 pub use stage::Staged;
 
 use super::IoError;
+use job_queue::{REMOTE_SCHEMES, scheme_supported};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreScheme};
 use std::collections::HashMap;
@@ -26,29 +27,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use url::Url;
-
-/// The schemes this build opens through object_store (`file` is local).
-#[cfg(not(feature = "cloud"))]
-pub const REMOTE_SCHEMES: &[&str] = &["store+file"];
-#[cfg(feature = "cloud")]
-pub const REMOTE_SCHEMES: &[&str] = &[
-    "store+file",
-    "s3",
-    "s3a",
-    "gs",
-    "az",
-    "adl",
-    "azure",
-    "abfs",
-    "abfss",
-    "http",
-    "https",
-];
-
-/// Whether a location with this scheme can be opened by this build.
-pub fn scheme_supported(scheme: &str) -> bool {
-    scheme == "file" || REMOTE_SCHEMES.contains(&scheme)
-}
 
 /// Where a job's input or output lives.
 pub enum Location {
@@ -193,13 +171,5 @@ mod tests {
         assert_eq!(escape("rows.csv"), "rows.csv");
         assert_eq!(escape(".."), "%2E%2E");
         assert_eq!(escape("a b%"), "a%20b%25");
-    }
-
-    #[test]
-    fn schemes_of_this_build() {
-        assert!(scheme_supported("file"));
-        assert!(scheme_supported("store+file"));
-        assert_eq!(scheme_supported("s3"), cfg!(feature = "cloud"));
-        assert!(!scheme_supported("memory"));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! cargo run --release -p gpu-worker --example raw_ort -- MODEL BATCH INSTANCES SECONDS
 
-use gpu_worker::engine::{BackendFactory, OrtFactory, OrtOptions, Tensor};
+use engine::{BackendFactory, OrtFactory, OrtOptions, Tensor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

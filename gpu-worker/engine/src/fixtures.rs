@@ -2,7 +2,7 @@
 //! outputs ONNX Runtime gave for them. Tests across crates compare against
 //! these, so the loader lives with the engine.
 
-use crate::engine::{DataType, Tensor};
+use crate::{DataType, Tensor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ pub struct Fixture {
 
 /// The repository's `models/` folder.
 pub fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
 impl Fixture {

@@ -5,8 +5,6 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use super::IoError;
-
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -32,17 +30,20 @@ impl Format {
     }
 }
 
+/// A format name that is not csv, jsonl or parquet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format '{0}' (expected csv, jsonl or parquet)")]
+pub struct UnknownFormat(pub String);
+
 impl FromStr for Format {
-    type Err = IoError;
+    type Err = UnknownFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "csv" => Ok(Format::Csv),
             "jsonl" | "json" | "ndjson" => Ok(Format::Jsonl),
             "parquet" | "pq" => Ok(Format::Parquet),
-            other => Err(IoError::invalid(format!(
-                "unknown format '{other}' (expected csv, jsonl or parquet)"
-            ))),
+            other => Err(UnknownFormat(other.to_string())),
         }
     }
 }

@@ -2,11 +2,11 @@
 //! models. The meter is process-wide, so every test here holds `METER_LOCK`
 //! while it runs anything that could move it.
 
-use gpu_worker::engine::{
+use engine::fixtures::models_dir;
+use engine::{
     Backend, BackendFactory, DataType, EngineError, MemoryMeter, OrtFactory, OrtOptions, Tensor,
     cpu_meter,
 };
-use gpu_worker::fixtures::models_dir;
 use std::sync::{Mutex, MutexGuard};
 
 static METER_LOCK: Mutex<()> = Mutex::new(());

@@ -116,15 +116,3 @@ pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Wo
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
-
-/// A Redis connection that reconnects by itself and never waits long: the
-/// servers keep working from their last view while Redis is away.
-pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_with_config(client, config).await
-}

@@ -1,9 +1,11 @@
-//! The model engine: tensors, backends and devices. It knows nothing of gRPC
-//! or Redis, so the worker server and the batcher drive it alike.
+//! The model engine: tensors, backends and devices. It knows nothing of gRPC,
+//! Redis or protobuf, so the worker server and the batcher drive it alike.
 
 mod backend;
 mod device;
 mod error;
+#[cfg(feature = "test-util")]
+pub mod fixtures;
 mod memory;
 mod ort_backend;
 mod tensor;

@@ -53,7 +53,7 @@ fn find_library() -> Result<PathBuf, EngineError> {
     if let Ok(exe) = std::env::current_exe() {
         roots.extend(exe.ancestors().map(Path::to_path_buf));
     }
-    roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
+    roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")));
     for root in roots {
         if let Some(lib) = library_in(&root.join(LOCAL_ORT_DIR)) {
             return Ok(lib);

@@ -2,7 +2,7 @@
 //! field) and the counters batchers move. The hash is the one source of truth
 //! for progress; the streams only carry work.
 
-use crate::io::Format;
+use crate::Format;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
