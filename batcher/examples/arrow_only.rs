@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use batcher::io::{Format, InputColumns, PartWriter, ReadSpec, plan, read_piece};
+use batcher::layout::part_name;
 use bytes::Bytes;
 use engine::{DataType, Tensor, TensorSpec};
 
@@ -121,7 +122,7 @@ fn run(args: &Args) -> Result<serde_json::Value, batcher::io::IoError> {
         let mut writer = args
             .write
             .then(|| {
-                let name = format!("part-{i:05}.{}", out_format.extension());
+                let name = part_name(i as u32, out_format);
                 PartWriter::create(&out_dir, &name, out_format, &output_specs())
             })
             .transpose()?;

@@ -7,12 +7,18 @@
 use crate::io::{
     self, Chunk, Format, InputColumns, IoError, PartWriter, Piece, ReadSpec, RowError,
 };
+use crate::layout::{shard_errors_name, shard_errors_path};
 use engine::{Backend, DataType, EngineError, ModelSignature, Tensor};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use thiserror::Error;
+
+// Their paths from before the output layout had a module of its own.
+pub use crate::layout::{
+    part_name, shard_errors_name as errors_name, shard_errors_path as errors_path,
+};
 
 /// What a shard entry on the queue carries: self-contained, so any batcher
 /// can run it without re-planning.
@@ -58,19 +64,6 @@ pub struct ShardRun<'a> {
     pub stop: &'a AtomicBool,
 }
 
-pub fn part_name(index: u32, format: Format) -> String {
-    format!("part-{index:05}.{}", format.extension())
-}
-
-/// The shard's errors file, relative to the output folder.
-pub fn errors_name(index: u32) -> String {
-    format!("_errors/shard-{index:05}.jsonl")
-}
-
-pub fn errors_path(out_dir: &Path, index: u32) -> PathBuf {
-    out_dir.join(errors_name(index))
-}
-
 /// Puts a finished shard's files in a remote output (a no-op for a local
 /// one, where they are written in place). Each is one atomic put under a
 /// name fixed by the shard, so a shard published twice is still one part.
@@ -84,7 +77,7 @@ pub fn publish(
     if !out.is_remote() {
         return Ok(());
     }
-    let errors = errors_name(index);
+    let errors = shard_errors_name(index);
     if failed > 0 {
         out.publish(&errors)?;
     } else {
@@ -220,7 +213,7 @@ impl ShardRun<'_> {
                 outcome.done + outcome.failed
             )));
         }
-        let path = errors_path(self.out_dir, self.index);
+        let path = shard_errors_path(self.out_dir, self.index);
         if errors.is_empty() {
             let _ = std::fs::remove_file(&path);
         } else {
@@ -236,7 +229,7 @@ impl ShardRun<'_> {
     }
 }
 
-/// Each input's row shape: the model's own when it is fixed (a [n,1,8,8]
+/// Each input's row shape: the model's own when it is fixed (a `[n,1,8,8]`
 /// image model fed 64 columns), else one dimension of the bound columns.
 pub fn row_shapes(sig: &ModelSignature, inputs: &[Vec<usize>]) -> Vec<(DataType, Vec<i64>)> {
     sig.inputs

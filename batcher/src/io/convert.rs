@@ -8,7 +8,8 @@ use arrow::util::display::array_value_to_string;
 use bytes::Bytes;
 use engine::{DataType, Tensor};
 
-use super::{Chunk, IoError, RowError};
+use super::spec::Chunk;
+use super::{IoError, RowError};
 
 /// Calls `$body` with `$T` bound to the Arrow primitive type of a numeric
 /// model dtype; `$other` for dtypes that have none (BOOL).

@@ -7,43 +7,14 @@
 //! (such a record is cut in two and both halves are reported as bad rows).
 //! Parquet is planned from its footer alone, in whole row groups.
 
-use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::columns::{csv_columns, json_keys};
 use super::lines::{self, is_blank};
+use super::piece::{FilePlan, Piece, Plan, Span};
 use super::{Format, IoError};
-
-/// One unit of work: a row range of one file. It travels in a queue as JSON.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Piece {
-    pub path: String,
-    pub format: Format,
-    /// Global 0-based row id of the piece's first data row.
-    pub first_row: u64,
-    pub rows: u64,
-    pub span: Span,
-    /// CSV: the file has a header line, which a piece skips only when it
-    /// starts at byte 0.
-    pub header: bool,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum Span {
-    /// Byte range `[start, end)`, starting at a line start.
-    Bytes { start: u64, end: u64 },
-    /// Parquet row groups `[start, end)`.
-    RowGroups { start: usize, end: usize },
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Plan {
-    pub columns: Vec<String>,
-    pub pieces: Vec<Piece>,
-    pub rows_total: u64,
-}
 
 /// Plans `input`: a file, or a folder whose files with a known extension
 /// (not hidden, not in subfolders), sorted by name, all of one format, are
@@ -54,7 +25,7 @@ pub fn plan(input: &Path, format: Option<Format>, rows_per_piece: u64) -> Result
 }
 
 /// [`plan`], with a CSV file's first line taken as a header (`Some(true)`),
-/// as data (`Some(false)`), or judged by [`csv_columns`] (`None`).
+/// as data (`Some(false)`), or judged by `csv_columns` (`None`).
 pub fn plan_with_header(
     input: &Path,
     format: Option<Format>,
@@ -122,7 +93,8 @@ fn input_files(input: &Path, format: Option<Format>) -> Result<(Vec<PathBuf>, Fo
     for entry in std::fs::read_dir(input).map_err(|e| IoError::io(input, e))? {
         let entry = entry.map_err(|e| IoError::io(input, e))?;
         let path = entry.path();
-        // Hidden files include our own `.part-*.tmp` temps: never inputs.
+        // Hidden files include our own temps (`crate::layout::temp_name`):
+        // never inputs.
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
         let is_file = entry
             .file_type()
@@ -158,12 +130,6 @@ where
         )));
     }
     Ok((files.into_iter().map(|(p, _)| p).collect(), format))
-}
-
-pub(crate) struct FilePlan {
-    pub(crate) columns: Vec<String>,
-    pub(crate) pieces: Vec<Piece>,
-    pub(crate) rows: u64,
 }
 
 fn plan_file(
@@ -208,57 +174,6 @@ fn plan_file(
             }))
         }
     }
-}
-
-/// Column names of a CSV file and whether its first row is a header: as
-/// `header` says, or when unset, a header when any non-empty field does not
-/// parse as a number (empty fields are no evidence: they are missing values
-/// as often as unnamed columns).
-pub(crate) fn csv_columns(first: &[u8], header: Option<bool>) -> (Vec<String>, bool) {
-    let fields: Vec<String> = lines::split_csv(first)
-        .iter()
-        .map(|f| String::from_utf8_lossy(f).trim().to_string())
-        .collect();
-    let header = header.unwrap_or_else(|| {
-        fields
-            .iter()
-            .any(|f| !f.is_empty() && f.parse::<f64>().is_err())
-    });
-    if header {
-        (fields, true)
-    } else {
-        ((0..fields.len()).map(|i| format!("c{i}")).collect(), false)
-    }
-}
-
-/// Keys of a JSON object in the order they appear in the text (serde_json's
-/// own map would sort them unless `preserve_order` is switched on for the
-/// whole workspace).
-pub(crate) fn json_keys(line: &[u8], path: &Path) -> Result<Vec<String>, IoError> {
-    struct Keys(Vec<String>);
-    struct KeysVisitor;
-    impl<'de> serde::de::Visitor<'de> for KeysVisitor {
-        type Value = Keys;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
-            let mut keys = Vec::new();
-            while let Some(k) = map.next_key::<String>()? {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                keys.push(k);
-            }
-            Ok(Keys(keys))
-        }
-    }
-    impl<'de> Deserialize<'de> for Keys {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
-            d.deserialize_map(KeysVisitor)
-        }
-    }
-    serde_json::from_slice::<Keys>(line)
-        .map(|k| k.0)
-        .map_err(|e| IoError::invalid(format!("{}: first line: {e}", path.display())))
 }
 
 struct Scan {

@@ -10,9 +10,10 @@ use parquet::arrow::arrow_reader::{
 };
 
 use super::convert::{Layout, assemble};
-use super::plan::FilePlan;
-use super::read::{Needed, ReadSpec};
-use super::{Chunk, Format, IoError, Piece, Span};
+use super::needed::Needed;
+use super::piece::{FilePlan, Piece, Span};
+use super::spec::{Chunk, ReadSpec};
+use super::{Format, IoError};
 
 fn open(path: &Path) -> Result<(File, ArrowReaderMetadata), IoError> {
     let file = File::open(path).map_err(|e| IoError::io(path, e))?;

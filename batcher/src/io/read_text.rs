@@ -11,11 +11,13 @@ use arrow::array::{ArrayRef, RecordBatch, new_empty_array};
 use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
+use super::columns::{csv_columns, json_keys};
 use super::convert::{Layout, assemble, is_float};
 use super::lines::{self, LineSource, split_csv};
-use super::plan::{csv_columns, json_keys};
-use super::read::{Needed, ReadSpec};
-use super::{Chunk, Format, IoError, Piece, RowError};
+use super::needed::Needed;
+use super::piece::Piece;
+use super::spec::{Chunk, ReadSpec};
+use super::{Format, IoError, RowError};
 
 pub(crate) struct TextPiece {
     src: LineSource,

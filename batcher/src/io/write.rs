@@ -1,7 +1,7 @@
 //! Output parts, written so that a reader never sees half a file: rows go to
 //! a temp file in the target folder, which `finish` fsyncs and renames over
 //! the final name. A part written twice (a piece redelivered) is one file.
-//! Temp names start with `.` and end with `.tmp`, so neither planning nor a
+//! Temp names are [`crate::layout::temp_name`]s, so neither planning nor a
 //! listing of parts mistakes a crashed writer's leftovers for output.
 //!
 //! Columns: `row` (UInt64, the input's row id), then the model outputs in
@@ -14,7 +14,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{
     ArrayRef, ArrowPrimitiveType, BooleanArray, FixedSizeListArray, PrimitiveArray, RecordBatch,
@@ -29,6 +28,7 @@ use serde::Serialize;
 
 use super::convert::{Le, with_arrow_type};
 use super::{Format, IoError};
+use crate::layout::temp_name;
 
 /// Writes one part file atomically: to a temp name in `dir`, renamed to
 /// `name` by [`PartWriter::finish`]. Dropped unfinished, it removes its temp.
@@ -62,7 +62,7 @@ impl PartWriter {
         format: Format,
         outputs: &[TensorSpec],
     ) -> Result<Self, IoError> {
-        let temp = temp_path(dir, name);
+        let temp = dir.join(temp_name(name));
         let file = File::create(&temp).map_err(|e| IoError::io(&temp, e))?;
         let widths = outputs
             .iter()
@@ -330,7 +330,7 @@ pub fn write_jsonl_atomic<T: Serialize>(path: &Path, items: &[T]) -> Result<(), 
     let name = path
         .file_name()
         .ok_or_else(|| IoError::invalid(format!("{}: not a file path", path.display())))?;
-    let temp = temp_path(dir, &name.to_string_lossy());
+    let temp = dir.join(temp_name(&name.to_string_lossy()));
     let result = (|| {
         let file = File::create(&temp).map_err(|e| IoError::io(&temp, e))?;
         let mut out = BufWriter::new(file);
@@ -345,14 +345,6 @@ pub fn write_jsonl_atomic<T: Serialize>(path: &Path, items: &[T]) -> Result<(), 
         let _ = std::fs::remove_file(&temp);
     }
     result
-}
-
-/// A temp name no other writer uses: the process id keeps concurrent
-/// batchers apart, the counter keeps this process's writers apart.
-fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
 fn buffered_file(w: BufWriter<File>, path: &Path) -> Result<File, IoError> {

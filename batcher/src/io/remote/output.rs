@@ -4,9 +4,9 @@
 //! upload, either of which an object store makes visible whole or not at
 //! all. A file uploaded twice (a shard run twice) is one object.
 
-use super::stage::temp_beside;
 use super::{Location, Remote, Stores};
 use crate::io::IoError;
+use crate::layout::temp_name;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use std::io::{Read, Write};
@@ -185,7 +185,7 @@ impl OutputDir<'_> {
     /// Writes `bytes` as the output's file `rel`, atomically.
     pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<(), IoError> {
         let target = self.local.join(rel);
-        let temp = temp_beside(&target, rel);
+        let temp = target.with_file_name(temp_name(rel));
         let written = (|| {
             let mut f = std::fs::File::create(&temp)?;
             f.write_all(bytes)?;

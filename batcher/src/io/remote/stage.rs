@@ -6,12 +6,12 @@
 use super::{Remote, Stores};
 use crate::io::plan::{folder_files, plan_files};
 use crate::io::{Format, IoError, Piece, Plan};
+use crate::layout::temp_name;
 use futures::StreamExt;
 use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A staged object: its local file, and whether this call downloaded it.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,14 +101,14 @@ impl Stores {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| IoError::io(dir, e))?;
         }
-        let temp = temp_beside(&path, &name);
+        let temp = path.with_file_name(temp_name(&name));
         let got = self.download(obj, &meta, &temp);
         if got.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
         got?;
         std::fs::rename(&temp, &path).map_err(|e| IoError::io(&path, e))?;
-        let stamp_temp = temp_beside(&stamp_path, &name);
+        let stamp_temp = stamp_path.with_file_name(temp_name(&name));
         std::fs::write(&stamp_temp, &stamp).map_err(|e| IoError::io(&stamp_temp, e))?;
         std::fs::rename(&stamp_temp, &stamp_path).map_err(|e| IoError::io(&stamp_path, e))?;
         Ok(Staged {
@@ -186,13 +186,6 @@ impl Stores {
             .collect();
         Ok((urls, format))
     }
-}
-
-/// A temp name beside `path` that no other writer in this process uses.
-pub(crate) fn temp_beside(path: &Path, name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
 #[cfg(test)]

@@ -5,10 +5,9 @@
 //! remote output the same is done through the store (list, get, put,
 //! delete): see [`crate::io::OutputDir`].
 
+use super::{Ctx, persist};
 use crate::io::{IoError, Stores};
-use crate::plan_step::is_job_output;
-use crate::runner::{Ctx, persist};
-use crate::shard::errors_name;
+use crate::layout::{self, ERRORS, MANIFEST};
 use job_queue::{Entry, JobRecord, JobState, QueueError};
 use serde_json::json;
 use std::sync::Arc;
@@ -82,13 +81,13 @@ fn write_outputs(
     // Error files in shard order, so rows come out in input order.
     let has_errors = parts.iter().any(|p| p.2 > 0);
     if has_errors {
-        let errors = out.dir().join("errors.jsonl");
-        let tmp = out.dir().join(".errors.jsonl.tmp");
+        let errors = out.dir().join(ERRORS);
+        let tmp = out.dir().join(layout::merge_temp_name(ERRORS));
         let io = |e| IoError::io(&tmp, e);
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
         for &(shard, _, failed) in parts {
             if failed > 0 {
-                out.copy_to(&errors_name(shard), &mut w)?;
+                out.copy_to(&layout::shard_errors_name(shard), &mut w)?;
             }
         }
         w.into_inner()
@@ -96,14 +95,14 @@ fn write_outputs(
             .sync_all()
             .map_err(io)?;
         std::fs::rename(&tmp, &errors).map_err(|e| IoError::io(&errors, e))?;
-        out.publish("errors.jsonl")?;
+        out.publish(ERRORS)?;
     }
     let mut listed = Vec::new();
     let owned: Vec<u32> = parts.iter().filter(|p| p.1 > 0).map(|p| p.0).collect();
     for name in out.list()? {
-        if name.starts_with('.') && name.ends_with(".tmp") && is_job_output(&name) {
+        if layout::is_temp(&name) && layout::is_job_output(&name) {
             let _ = out.remove(&name);
-        } else if let Some(shard) = part_shard(&name) {
+        } else if let Some(shard) = layout::part_shard(&name) {
             if owned.contains(&shard) && !job.spec.summary_only {
                 listed.push((shard, name));
             } else {
@@ -128,20 +127,15 @@ fn write_outputs(
         "batch_size": job.batch_size,
         "batch_fit": job.batch_fit,
         "parts": listed.iter().map(|(s, n)| json!({"file": n, "shard": s, "rows": rows_of(*s)})).collect::<Vec<_>>(),
-        "errors": if has_errors { json!("errors.jsonl") } else { json!(null) },
+        "errors": if has_errors { json!(ERRORS) } else { json!(null) },
     });
-    out.write_file("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
+    out.write_file(MANIFEST, &serde_json::to_vec_pretty(&manifest)?)?;
     Ok((
-        out.url("manifest.json"),
+        out.url(MANIFEST),
         if has_errors {
-            out.url("errors.jsonl")
+            out.url(ERRORS)
         } else {
             String::new()
         },
     ))
-}
-
-/// `part-00007.csv` -> 7.
-fn part_shard(name: &str) -> Option<u32> {
-    name.strip_prefix("part-")?.split('.').next()?.parse().ok()
 }
