@@ -112,3 +112,6 @@ impl Pool {
         self.replicas().iter().filter(|r| !r.is_ejected()).count()
     }
 }
+
+#[cfg(test)]
+mod tests;

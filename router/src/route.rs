@@ -177,26 +177,33 @@ impl Router {
     ) -> Result<ModelInferResponse, Status> {
         let route = self.route(endpoint)?;
         let deployment = pick(&route, endpoint, pinned)?;
-        if pinned.is_none() {
-            self.maybe_mirror(&route, endpoint, &req, deadline);
+        if let Some(shadow) = self.mirror_for(&route, pinned) {
+            self.mirror(shadow, endpoint, &req, deadline);
         }
         self.forward(endpoint, &deployment, req, deadline).await
     }
 
-    fn maybe_mirror(
+    /// The shadow deployment this request is copied to, if any. Pinned
+    /// requests are never copied. Every other request to an endpoint with a
+    /// mirror gets a sequence number; N of each 100 are copied.
+    fn mirror_for(&self, route: &EndpointRoute, pinned: Option<&str>) -> Option<String> {
+        if pinned.is_some() {
+            return None;
+        }
+        let (shadow, percent) = route.mirror.as_ref()?;
+        if self.mirror_seq.fetch_add(1, Ordering::Relaxed) % 100 >= u64::from(*percent) {
+            return None;
+        }
+        Some(shadow.clone())
+    }
+
+    fn mirror(
         self: &Arc<Self>,
-        route: &EndpointRoute,
+        shadow: String,
         endpoint: &str,
         req: &ModelInferRequest,
         deadline: Option<Instant>,
     ) {
-        let Some((shadow, percent)) = route.mirror.clone() else {
-            return;
-        };
-        // Every request gets a sequence number; N of each 100 are copied.
-        if self.mirror_seq.fetch_add(1, Ordering::Relaxed) % 100 >= u64::from(percent) {
-            return;
-        }
         let (router, endpoint, req) = (self.clone(), endpoint.to_string(), req.clone());
         tokio::spawn(async move {
             let outcome = match router.forward(&endpoint, &shadow, req, deadline).await {
@@ -306,3 +313,6 @@ impl Router {
         futures::future::join_all(checks).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -83,39 +83,4 @@ impl Weighted {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ninety_ten_is_exact_per_hundred() {
-        let w = Weighted::new(vec![("blue".into(), 90), ("green".into(), 10)]);
-        let blue = (0..100).filter(|_| w.next() == Some("blue")).count();
-        assert_eq!(blue, 90);
-    }
-
-    #[test]
-    fn zero_weights_and_empty() {
-        let w = Weighted::new(vec![("a".into(), 100), ("b".into(), 0)]);
-        assert!((0..10).all(|_| w.next() == Some("a")));
-        assert_eq!(Weighted::new(vec![]).next(), None);
-    }
-
-    #[test]
-    fn validation() {
-        let m = |v: &[(&str, u32)]| {
-            v.iter()
-                .map(|(n, w)| (n.to_string(), *w))
-                .collect::<Vec<_>>()
-        };
-        let t = m(&[("a", 50), ("b", 40)]);
-        assert_eq!(
-            validate(t.iter().map(|(a, b)| (a, b)), &["a", "b"]),
-            Err(WeightError::BadSum(90))
-        );
-        let t = m(&[("c", 100)]);
-        assert!(matches!(
-            validate(t.iter().map(|(a, b)| (a, b)), &["a"]),
-            Err(WeightError::UnknownDeployment(_))
-        ));
-    }
-}
+mod tests;
