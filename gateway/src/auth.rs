@@ -1,13 +1,17 @@
-//! Authentication as a tower layer: it reads `authorization: Bearer …`,
-//! works out who is calling, and leaves a `Principal` in the request's
+//! Who is calling, and what they may do. `Authenticator` is the check the
+//! gate layer runs on every call: it reads `authorization: Bearer …`, works
+//! out who is calling, and leaves a `Principal` in the request's
 //! extensions. Authorization needs the endpoint, which is in the message
 //! body, so the services check it with `authorize_*` after decoding.
 
-use crate::gate::{Check, GateLayer};
+use crate::gate::Check;
 use crate::secrets::{self, TokenCheck};
 use crate::store::{AuthMode, EndpointRecord, Snapshot, Store};
 use std::sync::Arc;
 use tonic::Status;
+
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -52,69 +56,79 @@ pub fn still_valid(p: &Principal, snap: &Snapshot) -> Result<(), Status> {
 }
 
 #[derive(Clone)]
-pub struct AuthLayer {
+pub struct Authenticator {
     store: Arc<Store>,
     admin_hash: Option<Arc<str>>,
 }
 
-impl AuthLayer {
+impl Authenticator {
     /// `admin_key` is hashed at once; the plain value is not kept.
-    pub fn new(store: Arc<Store>, admin_key: Option<&str>) -> GateLayer<Self> {
-        GateLayer(AuthLayer {
+    pub fn new(store: Arc<Store>, admin_key: Option<&str>) -> Self {
+        Authenticator {
             store,
             admin_hash: admin_key.map(|k| Arc::from(secrets::hash(k.trim()))),
-        })
-    }
-
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
-        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Ok(Principal::Anonymous);
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| Status::unauthenticated("malformed authorization header"))?
-            .trim();
-        let credential = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("authorization must be 'Bearer <key or token>'")
-            })?;
-        let hash = secrets::hash(credential);
-        if self.admin_hash.as_deref() == Some(hash.as_str()) {
-            return Ok(Principal::Admin);
-        }
-        let snap = self.store.snapshot();
-        if let Some((endpoint, _)) = snap.keys.get(&hash) {
-            return Ok(Principal::Key {
-                endpoint: endpoint.clone(),
-                hash,
-            });
-        }
-        match secrets::verify_token(&snap.token_secret, credential, secrets::now_unix()) {
-            TokenCheck::Valid {
-                endpoint,
-                expires_unix,
-            } => Ok(Principal::Token {
-                endpoint,
-                expires_unix,
-            }),
-            TokenCheck::Expired => Err(Status::unauthenticated(
-                "token expired; get a new one with GetToken",
-            )),
-            TokenCheck::Invalid => Err(Status::unauthenticated("invalid token")),
-            TokenCheck::NotAToken => Err(Status::unauthenticated("unknown key")),
         }
     }
 }
 
-impl Check for AuthLayer {
+impl Check for Authenticator {
     fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
-        let p = self.authenticate(req.headers())?;
+        let p = authenticate(
+            req.headers(),
+            self.admin_hash.as_deref(),
+            &self.store.snapshot(),
+            secrets::now_unix(),
+        )?;
         req.extensions_mut().insert(p);
         Ok(())
+    }
+}
+
+/// The caller that `headers` name, judged against the admin key's hash and
+/// the control plane's keys and token secret at time `now_unix`. Kept apart
+/// from the `Store` so that it can be checked without Redis.
+pub(crate) fn authenticate(
+    headers: &http::HeaderMap,
+    admin_hash: Option<&str>,
+    snap: &Snapshot,
+    now_unix: i64,
+) -> Result<Principal, Status> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(Principal::Anonymous);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("malformed authorization header"))?
+        .trim();
+    let credential = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <key or token>'"))?;
+    let hash = secrets::hash(credential);
+    if admin_hash == Some(hash.as_str()) {
+        return Ok(Principal::Admin);
+    }
+    if let Some((endpoint, _)) = snap.keys.get(&hash) {
+        return Ok(Principal::Key {
+            endpoint: endpoint.clone(),
+            hash,
+        });
+    }
+    match secrets::verify_token(&snap.token_secret, credential, now_unix) {
+        TokenCheck::Valid {
+            endpoint,
+            expires_unix,
+        } => Ok(Principal::Token {
+            endpoint,
+            expires_unix,
+        }),
+        TokenCheck::Expired => Err(Status::unauthenticated(
+            "token expired; get a new one with GetToken",
+        )),
+        TokenCheck::Invalid => Err(Status::unauthenticated("invalid token")),
+        TokenCheck::NotAToken => Err(Status::unauthenticated("unknown key")),
     }
 }
 

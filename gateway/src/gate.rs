@@ -1,10 +1,12 @@
 //! A layer that checks each request before the service sees it and answers
-//! a gRPC status at once when the check fails. Authentication and the rate
-//! limit are both gates.
+//! a gRPC status at once when the check fails. Authentication, the rate
+//! limit and the management service's admin check are all gates: each is a
+//! plain `Check`, and `GateLayer` makes it a tower layer.
 
 use futures::future::{Either, Ready, ready};
 use std::task::{Context, Poll};
 use tonic::Status;
+use tonic::server::NamedService;
 use tower::{Layer, Service};
 
 pub trait Check: Clone {
@@ -29,6 +31,12 @@ impl<S, C: Check> Layer<S> for GateLayer<C> {
 pub struct Gate<S, C> {
     inner: S,
     check: C,
+}
+
+/// A gate in front of one gRPC service is still that service to tonic's
+/// router, which routes by this name.
+impl<S: NamedService, C> NamedService for Gate<S, C> {
+    const NAME: &'static str = S::NAME;
 }
 
 impl<S, C, B, RB> Service<http::Request<B>> for Gate<S, C>

@@ -3,7 +3,7 @@
 //! with the deployment named in `model_version`.
 
 use crate::auth::{Principal, authorize_infer, principal};
-use crate::limits::RateLimitLayer;
+use crate::limits::RateLimiter;
 use crate::store::{EndpointRecord, Store};
 use proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use proto::inference::*;
@@ -18,13 +18,13 @@ pub const PIN_HEADER: &str = "switchboard-deployment";
 pub struct GatewayV2 {
     store: Arc<Store>,
     router: Arc<Router>,
-    limits: RateLimitLayer,
+    limits: RateLimiter,
 }
 
 impl GatewayV2 {
     /// `limits` is the rate limiter of the layer stack, shared so that
     /// stream messages count against the same buckets.
-    pub fn new(store: Arc<Store>, router: Arc<Router>, limits: RateLimitLayer) -> Self {
+    pub fn new(store: Arc<Store>, router: Arc<Router>, limits: RateLimiter) -> Self {
         GatewayV2 {
             store,
             router,

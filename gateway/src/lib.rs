@@ -1,12 +1,15 @@
 //! Switchboard's client-facing gateway: KServe V2 inference where
 //! `model_name` is an endpoint, and the switchboard.v1 management and jobs APIs.
 
+pub mod admin;
 pub mod auth;
 pub mod gate;
 mod infer;
 pub mod jobs;
 pub mod limits;
 mod manage;
+pub mod oversize;
+pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod store;

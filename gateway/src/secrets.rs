@@ -8,8 +8,16 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+mod tests;
+
 const KEY_PREFIX: &str = "sbk_";
 const TOKEN_PREFIX: &str = "sbt_";
+/// A token's life when GetToken asks for none.
+const DEFAULT_TOKEN_TTL: u64 = 3600;
+/// Nothing is stored for a token, so none can be revoked: a long-lived one
+/// would be a key that regenerating cannot take back.
+const MAX_TOKEN_TTL: u64 = 24 * 3600;
 
 pub fn new_key() -> String {
     let mut b = [0u8; 32];
@@ -75,6 +83,15 @@ pub fn sign_token(secret: &[u8], endpoint: &str, expires_unix: i64) -> String {
     )
 }
 
+/// When a token asked for with `ttl_seconds` (0: the default) expires.
+pub fn token_expiry(now_unix: i64, ttl_seconds: u64) -> i64 {
+    let ttl = match ttl_seconds {
+        0 => DEFAULT_TOKEN_TTL,
+        t => t.min(MAX_TOKEN_TTL),
+    };
+    now_unix.saturating_add_unsigned(ttl)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum TokenCheck {
     NotAToken,
@@ -111,44 +128,5 @@ pub fn verify_token(secret: &[u8], token: &str, now_unix: i64) -> TokenCheck {
     TokenCheck::Valid {
         endpoint: claims.e,
         expires_unix: claims.x,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_verify_expire_and_resist_tampering() {
-        let t = sign_token(b"s", "digits", 100);
-        assert_eq!(
-            verify_token(b"s", &t, 99),
-            TokenCheck::Valid {
-                endpoint: "digits".into(),
-                expires_unix: 100
-            }
-        );
-        assert_eq!(verify_token(b"s", &t, 100), TokenCheck::Expired);
-        assert_eq!(verify_token(b"other", &t, 99), TokenCheck::Invalid);
-        // Another endpoint's claims under this token's signature.
-        let forged = sign_token(b"s", "other", 100);
-        let (p, _) = forged.split_once('.').unwrap();
-        let (_, s) = t.split_once('.').unwrap();
-        assert_eq!(
-            verify_token(b"s", &format!("{p}.{s}"), 99),
-            TokenCheck::Invalid
-        );
-        assert_eq!(verify_token(b"s", "sbk_abc", 0), TokenCheck::NotAToken);
-    }
-
-    #[test]
-    fn keys_are_random_and_hash_stably() {
-        assert_ne!(new_key(), new_key());
-        assert_eq!(hash("a"), hash("a"));
-        assert_eq!(fingerprint(&hash("a")).len(), 8);
-        assert_eq!(
-            hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

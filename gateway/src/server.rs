@@ -1,18 +1,22 @@
-//! Assembling and running the gateway. The stack reads top to bottom: the
+//! Assembling and running the gateway. The stacks read top to bottom: the
 //! oversize-status rewrite sees every answer, authentication runs before the
-//! rate limit (which counts per credential), then the services.
+//! rate limit (which counts per credential), then each service; management
+//! has the admin gate in front of it as well.
 
-use crate::auth::AuthLayer;
+use crate::admin::admin_gate;
+use crate::auth::Authenticator;
+use crate::gate::GateLayer;
 use crate::infer::GatewayV2;
 use crate::jobs::JobsService;
-use crate::limits::{OversizeStatusLayer, RateLimitLayer};
+use crate::limits::RateLimiter;
 use crate::manage::ManagementService;
-use crate::store::{Snapshot, Store, StoreError};
+use crate::oversize::OversizeStatusLayer;
+use crate::routes::apply_routes;
+use crate::store::{Store, StoreError};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use proto::switchboard::v1::jobs_server::JobsServer;
 use proto::switchboard::v1::management_server::ManagementServer;
-use router::{EndpointRoute, Router, RouterConfig, Weighted};
-use std::collections::HashMap;
+use router::{Router, RouterConfig};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,23 +59,6 @@ pub enum GatewayError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Routes from the control plane's view of each endpoint.
-pub fn apply_routes(snap: &Snapshot, router: &Router) {
-    let routes: HashMap<String, EndpointRoute> = snap
-        .endpoints
-        .values()
-        .map(|e| {
-            let route = EndpointRoute {
-                deployments: e.deployments.keys().cloned().collect(),
-                weights: Weighted::new(e.traffic.iter().map(|(k, v)| (k.clone(), *v)).collect()),
-                mirror: e.mirror.as_ref().map(|m| (m.deployment.clone(), m.percent)),
-            };
-            (e.name.clone(), route)
-        })
-        .collect();
-    router.set_routes(routes);
-}
-
 pub async fn serve(
     config: GatewayConfig,
     listener: TcpListener,
@@ -95,7 +82,7 @@ pub async fn serve(
         config.refresh,
     ));
 
-    let limits = RateLimitLayer::new(config.rate_limit);
+    let limits = RateLimiter::new(config.rate_limit);
     let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(
         store.clone(),
         router.clone(),
@@ -103,7 +90,12 @@ pub async fn serve(
     ))
     .max_decoding_message_size(config.max_message)
     .max_encoding_message_size(config.max_message);
-    let manage = ManagementServer::new(ManagementService::new(store.clone(), router.clone()));
+    let manage = tower::ServiceBuilder::new()
+        .layer(admin_gate())
+        .service(ManagementServer::new(ManagementService::new(
+            store.clone(),
+            router.clone(),
+        )));
     let jobs = JobsServer::new(JobsService::new(
         store.clone(),
         router.clone(),
@@ -111,8 +103,11 @@ pub async fn serve(
     ));
     let stack = tower::ServiceBuilder::new()
         .layer(OversizeStatusLayer)
-        .layer(AuthLayer::new(store.clone(), config.admin_key.as_deref()))
-        .layer(limits.layer())
+        .layer(GateLayer(Authenticator::new(
+            store.clone(),
+            config.admin_key.as_deref(),
+        )))
+        .layer(GateLayer(limits))
         .into_inner();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
     let result = tonic::transport::Server::builder()

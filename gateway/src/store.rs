@@ -95,7 +95,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn build(version: i64, endpoints: Vec<EndpointRecord>, token_secret: Vec<u8>) -> Self {
+    /// Also how the credential checks' tests make a control plane without
+    /// Redis.
+    pub(crate) fn build(
+        version: i64,
+        endpoints: Vec<EndpointRecord>,
+        token_secret: Vec<u8>,
+    ) -> Self {
         let mut keys = HashMap::new();
         for e in &endpoints {
             for (slot, k) in e.keys.iter().enumerate() {
