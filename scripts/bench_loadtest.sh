@@ -55,7 +55,7 @@ keys() { # $1: up's log, $2: gateway port, $3: placement prefix; sets key (digit
   RUST_LOG=warn $3 "$sb" worker --listen 127.0.0.1:0 --redis "$redis" --deployment conv/a="$root/models/convnet.onnx" >/dev/null 2>&1 &
   pids+=($!)
   export SWITCHBOARD_URL=http://127.0.0.1:$2 SWITCHBOARD_ADMIN_KEY=bench-admin
-  ckey=$("$sb" endpoint create conv | sed -n 's/^primary key (shown once): *//p')
+  ckey=$("$sb" endpoint create conv | python3 -c 'import json, sys; print(json.load(sys.stdin)["primary_key"])')
   "$sb" deployment create conv a --model "$root/models/convnet.onnx" >/dev/null
   until "$lt" --quiet --url http://127.0.0.1:"$2" --model conv --token "$ckey" --concurrency 1 --duration 0.1 --warmup 0 >/dev/null 2>&1; do sleep 0.2; done
 }

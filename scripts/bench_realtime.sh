@@ -40,7 +40,7 @@ gateway=$!; pids+=($gateway)
 
 deadline=$((SECONDS + 60))
 until "$bin" endpoint list >/dev/null 2>&1; do [ $SECONDS -lt $deadline ] || { echo "gateway not up" >&2; exit 1; }; sleep 0.1; done
-key=$("$bin" endpoint create digits | sed -n 's/^primary key (shown once): *//p')
+key=$("$bin" endpoint create digits | python3 -c 'import json, sys; print(json.load(sys.stdin)["primary_key"])')
 "$bin" deployment create digits blue --model models/digits_mlp.onnx >/dev/null
 row=$(python3 -c 'print(",".join(["1"]*64))')
 until SWITCHBOARD_KEY=$key "$bin" invoke digits --data "$row" >/dev/null 2>&1; do [ $SECONDS -lt $deadline ] || { echo "digits not routable" >&2; exit 1; }; sleep 0.1; done

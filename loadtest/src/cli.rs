@@ -1,7 +1,8 @@
 //! The command line: `sb-loadtest …` and `switchboard loadtest …`.
 
+use crate::config::{LoadConfig, Mode};
+use crate::sweep::SweepConfig;
 use crate::testserver::{Behaviour, TestServer};
-use crate::{LoadConfig, Mode, SweepConfig};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -41,12 +42,12 @@ struct LoadArgs {
     /// HTTP/2 connections (default: one per 16 in flight, at least 1; 4 in open loop).
     #[arg(long, global = true)]
     connections: Option<usize>,
-    /// Seconds measured (per window, in sweeps).
-    #[arg(long, global = true, default_value_t = 10.0)]
-    duration: f64,
-    /// Seconds run before measuring.
-    #[arg(long, global = true, default_value_t = 2.0)]
-    warmup: f64,
+    /// Time measured (per window, in sweeps): 10 (seconds), 10s, 500ms, 2m, 1m30s.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time run before measuring, in the same forms as --duration.
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
     /// Payload rows from a file (CSV, JSON Lines or NPY), sent in order,
     /// `--batch` rows a request; default: random data of the model's shape.
     #[arg(long, global = true)]
@@ -148,9 +149,10 @@ struct MixedArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     cancel_job: bool,
-    /// Seconds the job may stay queued before the run gives up (and cancels it).
-    #[arg(long, default_value_t = 60.0)]
-    job_start_timeout: f64,
+    /// How long the job may stay queued before the run gives up (and
+    /// cancels it), in the same forms as --duration.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    job_start_timeout: Duration,
 }
 
 impl MixedArgs {
@@ -187,7 +189,7 @@ impl MixedArgs {
             job,
             cancel_job: self.cancel_job,
             remove_output: self.job_output.is_none(),
-            start_timeout: Duration::from_secs_f64(self.job_start_timeout.max(0.0)),
+            start_timeout: self.job_start_timeout,
         })
     }
 }
@@ -223,14 +225,14 @@ impl LoadArgs {
             pin: self.deployment.clone(),
             mode,
             connections,
-            duration: Duration::from_secs_f64(self.duration),
-            warmup: Duration::from_secs_f64(self.warmup),
+            duration: self.duration,
+            warmup: self.warmup,
             batch: self.batch,
             raw: !self.typed,
             server_pids: self.server_pids.clone(),
             progress: !self.quiet,
-            drain: Duration::from_secs(30),
             rows,
+            ..LoadConfig::default()
         })
     }
 
@@ -362,4 +364,129 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Durations as ghz, k6 and oha users write them: `500ms`, `10s`, `2m`,
+/// `1h`, `1m30s` (also `ns`, `us`/`µs`). A bare number is seconds, `0.5`
+/// too, as these flags always took.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        "expected seconds (10, 0.5) or a number with a unit: 500ms, 10s, 2m, 1h, 1m30s".to_string()
+    };
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return Err(bad());
+        }
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let unit_ns = match unit {
+            // Only alone: `1m30` is a typo, not 1 min 30 s.
+            "" if parts == 0 => 1e9,
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        // In whole nanoseconds, so 0.1s or 500ms come out exact.
+        let ns = (value * unit_ns).round();
+        if ns >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        total = total
+            .checked_add(Duration::from_nanos(ns as u64))
+            .ok_or_else(bad)?;
+        parts += 1;
+        rest = next;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_bare_seconds() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("10", ms(10_000)),
+            ("0.5", ms(500)),
+            ("10s", ms(10_000)),
+            ("500ms", ms(500)),
+            ("2m", ms(120_000)),
+            ("1h", ms(3_600_000)),
+            ("1m30s", ms(90_000)),
+            ("1.5s", ms(1_500)),
+            ("0.1s", ms(100)),
+            ("250us", Duration::from_micros(250)),
+            ("250µs", Duration::from_micros(250)),
+            ("7ns", Duration::from_nanos(7)),
+            (" 3s ", ms(3_000)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_not_a_duration() {
+        for text in [
+            "", " ", "abc", "s", "10x", "10 s", "-1", "-1s", "1e3", "inf", "nan", "1m30", ".",
+            "1.2.3s", "5sec", "1d",
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("500ms, 10s, 2m"), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_duration_flags_parse_through_clap() {
+        let cli = Cli::try_parse_from([
+            "sb-loadtest",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0.25",
+            "mixed",
+            "--job-input",
+            "x.csv",
+            "--job-start-timeout",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(cli.load.duration, Duration::from_millis(500));
+        assert_eq!(cli.load.warmup, Duration::from_millis(250));
+        let Some(Cmd::Mixed(m)) = &cli.cmd else {
+            panic!("{:?}", cli.cmd)
+        };
+        assert_eq!(m.job_start_timeout, Duration::from_secs(120));
+        // The defaults, as the help states them.
+        let cli = Cli::try_parse_from(["sb-loadtest"]).unwrap();
+        assert_eq!(cli.load.duration, Duration::from_secs(10));
+        assert_eq!(cli.load.warmup, Duration::from_secs(2));
+        let err = Cli::try_parse_from(["sb-loadtest", "--duration", "10x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid value '10x' for '--duration <DURATION>'")
+                && err.contains("500ms, 10s, 2m"),
+            "{err}"
+        );
+    }
 }

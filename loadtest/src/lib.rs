@@ -6,6 +6,7 @@
 
 pub mod chart;
 pub mod cli;
+pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod mixed;
@@ -15,7 +16,8 @@ pub mod sweep;
 pub mod target;
 pub mod testserver;
 
+pub use config::{LoadConfig, Mode};
 pub use mixed::{MixedConfig, MixedReport, mixed};
 pub use report::{Latency, Report};
-pub use run::{LoadConfig, Mode, run};
+pub use run::run;
 pub use sweep::{Plan, SweepConfig, SweepResult, plan, sweep};

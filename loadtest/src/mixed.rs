@@ -3,8 +3,9 @@
 //! The job's progress counts whole shards (the unit batchers report), so a
 //! short window sees it in steps of `shard_rows`.
 
+use crate::config::LoadConfig;
 use crate::report::Report;
-use crate::run::{LoadConfig, Note, run_with, window_of};
+use crate::run::{Note, run_with, window_of};
 use crate::target::Target;
 use anyhow::{Context, Result, anyhow, bail};
 use proto::switchboard::v1::jobs_client::JobsClient;
@@ -149,7 +150,7 @@ fn set(note: &Note, text: String) {
 }
 
 /// Share of `window` before `ended` (all of it when the job never stopped).
-pub fn overlap(window: (Instant, Instant), ended: Option<Instant>) -> f64 {
+fn overlap(window: (Instant, Instant), ended: Option<Instant>) -> f64 {
     let len = window.1.saturating_duration_since(window.0).as_secs_f64();
     if len <= 0.0 {
         return 0.0;

@@ -1,6 +1,6 @@
 //! The report of one run: JSON for machines, Markdown for people.
 
-use crate::run::{LoadConfig, Mode};
+use crate::config::{LoadConfig, Mode};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;

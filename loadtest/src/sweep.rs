@@ -1,7 +1,8 @@
 //! The highest rate a server sustains within a p99 SLO, by binary search over
 //! open-loop runs, and the replicas a target rate needs.
 
-use crate::run::{LoadConfig, Mode, run_on};
+use crate::config::{LoadConfig, Mode};
+use crate::run::run_on;
 use crate::target::Target;
 use anyhow::Result;
 use serde::Serialize;

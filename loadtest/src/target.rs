@@ -1,6 +1,7 @@
 //! The server under load: connections, credentials, the request sent, and
 //! the server's own batch statistics.
 
+use crate::config::LoadConfig;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use proto::channel::H2Channel;
@@ -28,7 +29,7 @@ pub struct Target {
 impl Target {
     /// Connects `connections` HTTP/2 connections and builds the request
     /// from the model's metadata: random FP32 data, `batch` rows.
-    pub async fn connect(cfg: &crate::LoadConfig) -> Result<Self> {
+    pub async fn connect(cfg: &LoadConfig) -> Result<Self> {
         let (url, model, batch, raw) = (cfg.url.as_str(), cfg.model.as_str(), cfg.batch, cfg.raw);
         let (token, pin, connections) = (cfg.token.as_deref(), cfg.pin.as_deref(), cfg.connections);
         let rows = cfg.rows.as_deref().map(Vec::as_slice);
@@ -130,7 +131,7 @@ impl Target {
             .collect())
     }
 
-    pub fn wrap<T>(&self, msg: T) -> tonic::Request<T> {
+    fn wrap<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         if let Some(a) = &self.auth {
             r.metadata_mut().insert("authorization", a.clone());

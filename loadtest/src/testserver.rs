@@ -27,13 +27,15 @@ pub struct Behaviour {
 
 /// Stalls and resumes a running test server, and tells how many infer
 /// requests it has received (so a test can place a stall in the load
-/// rather than in wall-clock time).
+/// rather than in wall-clock time). Only tests stall it.
+#[cfg(feature = "test-util")]
 #[derive(Clone)]
 pub struct Control {
     stall: Arc<watch::Sender<bool>>,
     received: Arc<AtomicU64>,
 }
 
+#[cfg(feature = "test-util")]
 impl Control {
     pub fn stall(&self) {
         self.stall.send_replace(true);
@@ -48,6 +50,7 @@ impl Control {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    #[cfg(feature = "test-util")]
     pub control: Control,
     _stop: oneshot::Sender<()>,
 }
@@ -62,6 +65,7 @@ struct Service {
 }
 
 impl TestServer {
+    #[cfg(feature = "test-util")]
     pub async fn start(b: Behaviour) -> std::io::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         Self::serve(listener, b).await
@@ -72,7 +76,9 @@ impl TestServer {
         b: Behaviour,
     ) -> std::io::Result<TestServer> {
         let addr = listener.local_addr()?;
-        let (stall_tx, stalled) = watch::channel(false);
+        // Without a Control the sender is dropped; `wait_for` still passes
+        // on the unstalled value.
+        let (_stall, stalled) = watch::channel(false);
         let jobs = (b.workers > 0).then(|| {
             let (tx, rx) = std_mpsc::channel::<Job>();
             let rx = Arc::new(Mutex::new(rx));
@@ -110,8 +116,9 @@ impl TestServer {
         );
         Ok(TestServer {
             addr,
+            #[cfg(feature = "test-util")]
             control: Control {
-                stall: Arc::new(stall_tx),
+                stall: Arc::new(_stall),
                 received,
             },
             _stop: stop,

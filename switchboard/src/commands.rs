@@ -1,11 +1,14 @@
 //! Client commands over the SDK: endpoints, deployments, traffic, mirror,
-//! keys, tokens and invoke. Output is JSON, so scripts can read it.
+//! keys, tokens and invoke. What they print is in `output`.
 
+use crate::output::{self, OutputArgs};
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use client::Client;
 use client::proto::switchboard::v1 as pb;
 
+/// The gateway and the credential: flags of the client commands only (the
+/// server roles have none), each also read from the environment.
 #[derive(Debug, Clone, Args)]
 pub struct Conn {
     /// Gateway URL.
@@ -22,7 +25,20 @@ pub struct Conn {
     pub key: Option<String>,
 }
 
+/// Only the connection flags, for parsing the environment alone.
+#[derive(Parser)]
+struct ConnOnly {
+    #[command(flatten)]
+    conn: Conn,
+}
+
 impl Conn {
+    /// From SWITCHBOARD_URL and SWITCHBOARD_KEY (or the defaults), as the
+    /// flags would read them when absent.
+    pub fn from_env() -> Result<Conn> {
+        Ok(ConnOnly::try_parse_from(["switchboard"])?.conn)
+    }
+
     pub async fn client(&self, pin: Option<&str>) -> Result<Client> {
         let key = self
             .key
@@ -51,6 +67,18 @@ impl From<Auth> for pb::AuthMode {
     }
 }
 
+/// A client command group: the connection, the output format, then the
+/// subcommand (`switchboard endpoint show NAME -o table`).
+#[derive(Debug, Args)]
+pub struct Group<C: Subcommand> {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub out: OutputArgs,
+    #[command(subcommand)]
+    pub cmd: C,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EndpointCmd {
     /// Create an endpoint; prints its two keys once.
@@ -69,13 +97,12 @@ pub enum EndpointCmd {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Every endpoint.
     List,
-    Show {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// One endpoint: auth, traffic, mirror, deployments and their replicas.
+    Show { name: String },
+    /// Remove an endpoint, its deployments and keys.
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,10 +118,8 @@ pub enum DeploymentCmd {
         #[arg(long, default_value_t = 32)]
         max_batch_size: u32,
     },
-    Delete {
-        endpoint: String,
-        name: String,
-    },
+    /// Remove a deployment (only once its weight is 0).
+    Delete { endpoint: String, name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,8 +144,34 @@ pub enum TokenCmd {
     },
 }
 
+/// `switchboard traffic digits blue=90 green=10`
+#[derive(Debug, Args)]
+pub struct TrafficArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub out: OutputArgs,
+    pub endpoint: String,
+    /// DEPLOYMENT=PERCENT, summing to 100.
+    #[arg(required = true)]
+    pub weights: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub out: OutputArgs,
+    pub endpoint: String,
+    pub deployment: String,
+    pub percent: u32,
+}
+
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
+    #[command(flatten)]
+    pub conn: Conn,
     pub endpoint: String,
     /// Comma-separated numbers: one row.
     #[arg(long, conflicts_with = "file")]
@@ -133,14 +184,9 @@ pub struct InvokeArgs {
     pub deployment: Option<String>,
 }
 
-fn print(v: &impl std::fmt::Debug) {
-    println!("{v:#?}");
-}
-
-pub async fn endpoint(conn: &Conn, cmd: EndpointCmd) -> Result<()> {
-    let c = conn.client(None).await?;
-    let mut m = c.management.clone();
-    match cmd {
+pub async fn endpoint(a: Group<EndpointCmd>) -> Result<()> {
+    let mut m = a.conn.client(None).await?.management;
+    let view = match a.cmd {
         EndpointCmd::Create {
             name,
             auth,
@@ -155,11 +201,7 @@ pub async fn endpoint(conn: &Conn, cmd: EndpointCmd) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
-                "primary key (shown once):   {}\nsecondary key (shown once): {}",
-                r.primary_key, r.secondary_key
-            );
-            print(&r.endpoint);
+            output::created(&r)
         }
         EndpointCmd::Update {
             name,
@@ -167,32 +209,23 @@ pub async fn endpoint(conn: &Conn, cmd: EndpointCmd) -> Result<()> {
             description,
         } => {
             let auth_mode = auth.map(|a| pb::AuthMode::from(a) as i32);
-            print(
-                &m.update_endpoint(pb::UpdateEndpointRequest {
+            let e = m
+                .update_endpoint(pb::UpdateEndpointRequest {
                     name,
                     auth_mode,
                     description,
                 })
                 .await?
-                .into_inner(),
-            );
+                .into_inner();
+            output::endpoint(&e)
         }
-        EndpointCmd::List => {
-            for e in m
-                .list_endpoints(pb::ListEndpointsRequest {})
+        EndpointCmd::List => output::endpoints(
+            &m.list_endpoints(pb::ListEndpointsRequest {})
                 .await?
                 .into_inner()
-                .endpoints
-            {
-                println!(
-                    "{}\tauth={:?}\ttraffic={:?}",
-                    e.name,
-                    e.auth_mode(),
-                    e.traffic
-                );
-            }
-        }
-        EndpointCmd::Show { name } => print(
+                .endpoints,
+        ),
+        EndpointCmd::Show { name } => output::endpoint(
             &m.get_endpoint(pb::GetEndpointRequest { name })
                 .await?
                 .into_inner(),
@@ -200,15 +233,16 @@ pub async fn endpoint(conn: &Conn, cmd: EndpointCmd) -> Result<()> {
         EndpointCmd::Delete { name } => {
             m.delete_endpoint(pb::DeleteEndpointRequest { name: name.clone() })
                 .await?;
-            println!("deleted {name}");
+            output::endpoint_deleted(&name)
         }
-    }
+    };
+    view.print(a.out.output);
     Ok(())
 }
 
-pub async fn deployment(conn: &Conn, cmd: DeploymentCmd) -> Result<()> {
-    let c = conn.client(None).await?;
-    match cmd {
+pub async fn deployment(a: Group<DeploymentCmd>) -> Result<()> {
+    let c = a.conn.client(None).await?;
+    let e = match a.cmd {
         DeploymentCmd::Create {
             endpoint,
             name,
@@ -223,28 +257,25 @@ pub async fn deployment(conn: &Conn, cmd: DeploymentCmd) -> Result<()> {
                 max_batch_size,
                 ..Default::default()
             };
-            print(&c.create_deployment(&endpoint, d).await?);
+            c.create_deployment(&endpoint, d).await?
         }
-        DeploymentCmd::Delete { endpoint, name } => {
-            print(
-                &c.management
-                    .clone()
-                    .delete_deployment(pb::DeleteDeploymentRequest {
-                        endpoint,
-                        deployment: name,
-                    })
-                    .await?
-                    .into_inner(),
-            );
-        }
-    }
+        DeploymentCmd::Delete { endpoint, name } => c
+            .management
+            .clone()
+            .delete_deployment(pb::DeleteDeploymentRequest {
+                endpoint,
+                deployment: name,
+            })
+            .await?
+            .into_inner(),
+    };
+    output::endpoint(&e).print(a.out.output);
     Ok(())
 }
 
-/// `blue=90 green=10`
-pub async fn traffic(conn: &Conn, endpoint: String, weights: Vec<String>) -> Result<()> {
+pub async fn traffic(a: TrafficArgs) -> Result<()> {
     let mut parsed = Vec::new();
-    for w in &weights {
+    for w in &a.weights {
         let (name, pct) = w
             .split_once('=')
             .with_context(|| format!("'{w}': expected DEPLOYMENT=PERCENT"))?;
@@ -254,35 +285,37 @@ pub async fn traffic(conn: &Conn, endpoint: String, weights: Vec<String>) -> Res
                 .with_context(|| format!("'{w}': percent must be a number"))?,
         ));
     }
-    print(
-        &conn
-            .client(None)
-            .await?
-            .set_traffic(&endpoint, &parsed)
-            .await?,
-    );
-    Ok(())
-}
-
-pub async fn mirror(conn: &Conn, endpoint: String, deployment: String, percent: u32) -> Result<()> {
-    let c = conn.client(None).await?;
-    let r = c
-        .management
-        .clone()
-        .set_mirror(pb::SetMirrorRequest {
-            endpoint,
-            deployment,
-            percent,
-        })
+    let e = a
+        .conn
+        .client(None)
+        .await?
+        .set_traffic(&a.endpoint, &parsed)
         .await?;
-    print(&r.into_inner());
+    output::endpoint(&e).print(a.out.output);
     Ok(())
 }
 
-pub async fn keys(conn: &Conn, cmd: KeysCmd) -> Result<()> {
-    let mut m = conn.client(None).await?.management;
-    match cmd {
-        KeysCmd::Show { endpoint } => print(
+pub async fn mirror(a: MirrorArgs) -> Result<()> {
+    let e = a
+        .conn
+        .client(None)
+        .await?
+        .management
+        .set_mirror(pb::SetMirrorRequest {
+            endpoint: a.endpoint,
+            deployment: a.deployment,
+            percent: a.percent,
+        })
+        .await?
+        .into_inner();
+    output::endpoint(&e).print(a.out.output);
+    Ok(())
+}
+
+pub async fn keys(a: Group<KeysCmd>) -> Result<()> {
+    let mut m = a.conn.client(None).await?.management;
+    let view = match a.cmd {
+        KeysCmd::Show { endpoint } => output::keys(
             &m.get_keys(pb::GetKeysRequest { endpoint })
                 .await?
                 .into_inner(),
@@ -295,29 +328,27 @@ pub async fn keys(conn: &Conn, cmd: KeysCmd) -> Result<()> {
             };
             let r = m
                 .regenerate_key(pb::RegenerateKeyRequest {
-                    endpoint,
+                    endpoint: endpoint.clone(),
                     slot: slot as i32,
                 })
                 .await?
                 .into_inner();
-            println!("new {} key (shown once): {}", slot.as_str_name(), r.key);
+            output::new_key(&endpoint, &r)
         }
-    }
+    };
+    view.print(a.out.output);
     Ok(())
 }
 
-pub async fn token(conn: &Conn, cmd: TokenCmd) -> Result<()> {
-    let TokenCmd::Get { endpoint, ttl } = cmd;
-    let r = conn.client(None).await?.get_token(&endpoint, ttl).await?;
-    println!(
-        "{}",
-        serde_json::json!({"token": r.token, "expires_unix": r.expires_unix})
-    );
+pub async fn token(a: Group<TokenCmd>) -> Result<()> {
+    let TokenCmd::Get { endpoint, ttl } = a.cmd;
+    let r = a.conn.client(None).await?.get_token(&endpoint, ttl).await?;
+    output::token(&endpoint, &r).print(a.out.output);
     Ok(())
 }
 
-pub async fn invoke(conn: &Conn, args: InvokeArgs) -> Result<()> {
-    let c = conn.client(args.deployment.as_deref()).await?;
+pub async fn invoke(args: InvokeArgs) -> Result<()> {
+    let c = args.conn.client(args.deployment.as_deref()).await?;
     let req = match (&args.data, &args.file) {
         (Some(d), _) => {
             let row: Vec<f32> = d

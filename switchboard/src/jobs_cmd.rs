@@ -1,11 +1,11 @@
 //! `switchboard job …`: batch scoring jobs through the gateway's Jobs API.
 
 use crate::commands::Conn;
+use crate::output::{self, OutputArgs, job_state};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use client::proto::switchboard::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DataFormat {
@@ -76,14 +76,32 @@ pub struct SubmitArgs {
     pub wait: bool,
 }
 
+/// `switchboard job …`: the connection, then the subcommand. The output
+/// format is a flag of the commands that show jobs, since `submit --output`
+/// names the predictions' folder.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: JobCmd,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum JobCmd {
-    /// Queue a batch scoring job; prints its id.
+    /// Queue a batch scoring job; prints its id (with --wait, the job as JSON
+    /// once it ends).
     Submit(SubmitArgs),
     /// Show a job.
-    Status { id: String },
+    Status {
+        id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// List jobs, newest first.
     List {
+        #[command(flatten)]
+        out: OutputArgs,
         #[arg(long, default_value = "")]
         endpoint: String,
         /// queued, running, succeeded, partially_succeeded, failed, cancelling or cancelled.
@@ -95,41 +113,13 @@ pub enum JobCmd {
         page_token: String,
     },
     /// Ask a job to stop; it ends `cancelled` with a manifest of what was written.
-    Cancel { id: String },
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Follow a job with a progress bar until it ends.
     Watch { id: String },
-}
-
-fn state_name(s: i32) -> String {
-    pb::JobState::try_from(s)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("JOB_STATE_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|_| s.to_string())
-}
-
-pub fn job_json(j: &pb::Job) -> serde_json::Value {
-    json!({
-        "id": j.id,
-        "state": state_name(j.state),
-        "endpoint": j.spec.as_ref().map(|s| s.endpoint.clone()),
-        "deployment": j.deployment,
-        "rows_total": j.rows_total,
-        "rows_done": j.rows_done,
-        "rows_failed": j.rows_failed,
-        "shards_total": j.shards_total,
-        "shards_done": j.shards_done,
-        "batch_size": j.batch_size,
-        "batch_fit": j.batch_fit,
-        "message": j.message,
-        "manifest": j.manifest,
-        "errors": j.errors,
-        "created_unix_ms": j.created_unix_ms,
-        "started_unix_ms": j.started_unix_ms,
-        "finished_unix_ms": j.finished_unix_ms,
-    })
 }
 
 /// Local paths travel absolute: the batcher may run in another folder.
@@ -187,9 +177,9 @@ fn spec(a: &SubmitArgs) -> Result<pb::JobSpec> {
     })
 }
 
-pub async fn job(conn: &Conn, cmd: JobCmd) -> Result<()> {
-    let client = conn.client(None).await?;
-    match cmd {
+pub async fn job(a: JobArgs) -> Result<()> {
+    let client = a.conn.client(None).await?;
+    match a.cmd {
         JobCmd::Submit(a) => {
             let job = client.submit_job(spec(&a)?).await?;
             eprintln!("submitted job {}", job.id);
@@ -198,10 +188,11 @@ pub async fn job(conn: &Conn, cmd: JobCmd) -> Result<()> {
             }
             println!("{}", job.id);
         }
-        JobCmd::Status { id } => {
-            println!("{:#}", job_json(&client.get_job(&id).await?));
+        JobCmd::Status { id, out } => {
+            output::job(&client.get_job(&id).await?).print(out.output);
         }
         JobCmd::List {
+            out,
             endpoint,
             state,
             limit,
@@ -217,16 +208,13 @@ pub async fn job(conn: &Conn, cmd: JobCmd) -> Result<()> {
             let page = client
                 .list_jobs(&endpoint, state, limit, &page_token)
                 .await?;
-            for j in &page.jobs {
-                println!("{}", job_json(j));
-            }
+            output::jobs(&page.jobs).print(out.output);
             if !page.next_page_token.is_empty() {
                 eprintln!("more: --page-token {}", page.next_page_token);
             }
         }
-        JobCmd::Cancel { id } => {
-            let job = client.cancel_job(&id).await?;
-            println!("{}", job_json(&job));
+        JobCmd::Cancel { id, out } => {
+            output::job(&client.cancel_job(&id).await?).print(out.output);
         }
         JobCmd::Watch { id } => return follow(&client, &id).await,
     }
@@ -245,13 +233,13 @@ async fn follow(client: &client::Client, id: &str) -> Result<()> {
         .watch_job(id, |j| {
             bar.set_length(j.rows_total);
             bar.set_position(j.rows_done + j.rows_failed);
-            bar.set_message(state_name(j.state));
+            bar.set_message(job_state(j.state));
         })
         .await?;
     bar.finish();
-    println!("{:#}", job_json(&end));
+    output::job(&end).print(output::Format::Json);
     if end.state != pb::JobState::Succeeded as i32 {
-        bail!("job {id} ended {}: {}", state_name(end.state), end.message);
+        bail!("job {id} ended {}: {}", job_state(end.state), end.message);
     }
     Ok(())
 }

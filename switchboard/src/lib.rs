@@ -3,6 +3,7 @@
 pub mod commands;
 mod invoke_file;
 pub mod jobs_cmd;
+pub mod output;
 pub mod redis_server;
 pub mod roles;
 pub mod up;

@@ -6,9 +6,10 @@ use anyhow::{Context, Result};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use switchboard::commands::{
-    self, Conn, DeploymentCmd, EndpointCmd, InvokeArgs, KeysCmd, TokenCmd,
+    self, Conn, DeploymentCmd, EndpointCmd, Group, InvokeArgs, KeysCmd, MirrorArgs, TokenCmd,
+    TrafficArgs,
 };
-use switchboard::jobs_cmd::{self, JobCmd};
+use switchboard::jobs_cmd::{self, JobArgs};
 use switchboard::roles::{self, BatcherArgs, GatewayArgs, WorkerArgs};
 use switchboard::up::{self, UpArgs};
 
@@ -16,8 +17,6 @@ use switchboard::up::{self, UpArgs};
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version)]
 struct Cli {
-    #[command(flatten)]
-    conn: Conn,
     /// Async runtime threads (default: half the cores, at least one; the
     /// other half is left to model instances, which run on their own threads).
     #[arg(long, global = true, env = "SWITCHBOARD_THREADS")]
@@ -37,28 +36,19 @@ enum Cmd {
     /// Run a batcher role: batch jobs from the Redis queue.
     Batcher(BatcherArgs),
     /// Batch scoring jobs: submit, status, list, cancel, watch.
-    #[command(subcommand)]
-    Job(JobCmd),
-    #[command(subcommand)]
-    Endpoint(EndpointCmd),
-    #[command(subcommand)]
-    Deployment(DeploymentCmd),
+    Job(JobArgs),
+    /// Endpoints: create, update, list, show, delete.
+    Endpoint(Group<EndpointCmd>),
+    /// Deployments of an endpoint: create, delete.
+    Deployment(Group<DeploymentCmd>),
     /// Set weights: `switchboard traffic digits blue=90 green=10`.
-    Traffic {
-        endpoint: String,
-        #[arg(required = true)]
-        weights: Vec<String>,
-    },
+    Traffic(TrafficArgs),
     /// Copy PERCENT of requests to a shadow deployment (0 turns it off).
-    Mirror {
-        endpoint: String,
-        deployment: String,
-        percent: u32,
-    },
-    #[command(subcommand)]
-    Keys(KeysCmd),
-    #[command(subcommand)]
-    Token(TokenCmd),
+    Mirror(MirrorArgs),
+    /// An endpoint's keys: show fingerprints, regenerate.
+    Keys(Group<KeysCmd>),
+    /// Expiring tokens for endpoints in `token` mode.
+    Token(Group<TokenCmd>),
     /// Score rows on an endpoint.
     Invoke(InvokeArgs),
     /// Load test a V2 server (see `switchboard loadtest --help`): closed or
@@ -108,33 +98,31 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Gateway(a) => roles::gateway(a, admin_key).await,
         Cmd::Worker(a) => roles::worker(a).await,
         Cmd::Batcher(a) => roles::batcher(a).await,
-        Cmd::Job(c) => jobs_cmd::job(&cli.conn, c).await,
-        Cmd::Endpoint(c) => commands::endpoint(&cli.conn, c).await,
-        Cmd::Deployment(c) => commands::deployment(&cli.conn, c).await,
-        Cmd::Traffic { endpoint, weights } => commands::traffic(&cli.conn, endpoint, weights).await,
-        Cmd::Mirror {
-            endpoint,
-            deployment,
-            percent,
-        } => commands::mirror(&cli.conn, endpoint, deployment, percent).await,
-        Cmd::Keys(c) => commands::keys(&cli.conn, c).await,
-        Cmd::Token(c) => commands::token(&cli.conn, c).await,
-        Cmd::Invoke(a) => commands::invoke(&cli.conn, a).await,
+        Cmd::Job(a) => jobs_cmd::job(a).await,
+        Cmd::Endpoint(a) => commands::endpoint(a).await,
+        Cmd::Deployment(a) => commands::deployment(a).await,
+        Cmd::Traffic(a) => commands::traffic(a).await,
+        Cmd::Mirror(a) => commands::mirror(a).await,
+        Cmd::Keys(a) => commands::keys(a).await,
+        Cmd::Token(a) => commands::token(a).await,
+        Cmd::Invoke(a) => commands::invoke(a).await,
         Cmd::Loadtest { args } => {
             use clap::Parser as _;
-            // The gateway and the key come from switchboard's global flags or
-            // their environment unless the load tool's own flags name them
-            // (given twice, clap would refuse the command).
+            // Every argument goes to the load tool, whose own --url and
+            // --token are the flags here. Absent, they come from
+            // SWITCHBOARD_URL and SWITCHBOARD_KEY like the other client
+            // commands' (passed only then: given twice, clap would refuse).
+            let conn = Conn::from_env()?;
             let given = |flag: &str| {
                 args.iter()
                     .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
             };
             let mut argv = vec!["switchboard loadtest".to_string()];
             if !given("--url") {
-                argv.extend(["--url".to_string(), cli.conn.url.clone()]);
+                argv.extend(["--url".to_string(), conn.url]);
             }
-            if let Some(k) = cli.conn.key.as_ref().filter(|_| !given("--token")) {
-                argv.extend(["--token".to_string(), k.clone()]);
+            if let Some(k) = conn.key.filter(|_| !given("--token")) {
+                argv.extend(["--token".to_string(), k]);
             }
             argv.extend(args);
             loadtest::cli::run(loadtest::cli::Cli::parse_from(argv)).await

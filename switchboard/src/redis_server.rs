@@ -7,6 +7,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub struct RedisServer {
+    /// Held: dropping it kills the server (`kill_on_drop`). Only the
+    /// tests' `kill` reads it.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     child: Option<tokio::process::Child>,
     pub port: u16,
 }
@@ -82,6 +85,7 @@ impl RedisServer {
     }
 
     /// SIGKILL, for fault tests.
+    #[cfg(feature = "test-util")]
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;

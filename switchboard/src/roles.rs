@@ -209,7 +209,7 @@ impl BatchTuning {
 }
 
 /// `123`, `64KiB`, `64MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
