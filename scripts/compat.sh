@@ -110,15 +110,29 @@ if ! "$py" scripts/compat_tritonclient.py --url "$addr" --key "$key"; then
 fi
 
 # --- 2. perf_analyzer -----------------------------------------------------------
+pa_once() {  # window_ms, out, extra args...
+  local window=$1 out=$2; shift 2
+  LD_LIBRARY_PATH="$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout 300 \
+    "$pa" -m digits -u "$addr" -i grpc -H "authorization:Bearer $key" \
+      --measurement-interval "$window" --max-trials 6 --stability-percentage 25 "$@" \
+      >"$out" 2>&1
+}
 run_pa() {  # name, extra args...
   local name=$1; shift
   local out="$tmp/pa_$name.txt" rc=0
   echo
   echo "=== perf_analyzer $* ==="
-  LD_LIBRARY_PATH="$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout 300 \
-    "$pa" -m digits -u "$addr" -i grpc -H "authorization:Bearer $key" \
-      --measurement-interval "$window_ms" --max-trials 6 --stability-percentage 25 "$@" \
-      >"$out" 2>&1 || rc=$?
+  pa_once "$window_ms" "$out" "$@" || rc=$?
+  # Exit 2 is perf_analyzer finding no stable measurement: on a shared
+  # 2-core machine a burst of other work can do that to any server. It says
+  # nothing about compatibility, and perf_analyzer's own advice is a longer
+  # window, so it gets one more try with twice the window; a second
+  # failure still fails the check.
+  if [ "$rc" = 2 ] && grep -q "stable measurement" "$out"; then
+    echo "(no stable measurement in ${window_ms} ms windows; once more with $((window_ms * 2)) ms)"
+    rc=0
+    pa_once "$((window_ms * 2))" "$out" "$@" || rc=$?
+  fi
   if [ "$rc" = 0 ]; then
     sed -n '/^Request concurrency/,$p' "$out"
   else
