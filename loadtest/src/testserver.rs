@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 
@@ -55,7 +55,11 @@ pub struct TestServer {
     _stop: oneshot::Sender<()>,
 }
 
-type Job = oneshot::Sender<()>;
+/// A request handed to a worker: when it arrived, and where to answer.
+struct Job {
+    arrived: Instant,
+    done: oneshot::Sender<()>,
+}
 
 #[derive(Clone)]
 struct Service {
@@ -84,17 +88,27 @@ impl TestServer {
             let rx = Arc::new(Mutex::new(rx));
             for _ in 0..b.workers {
                 let rx = rx.clone();
-                // Real threads sleeping the service time: a worker is busy
-                // for exactly that long, whatever the async runtime does.
+                // Real threads, each keeping its own schedule: a request
+                // starts when it arrived or when the previous one finished,
+                // whichever is later, and finishes one service time on.
+                // Sleeping to that deadline rather than for the service time
+                // keeps a late wake-up (a busy machine oversleeps by a
+                // millisecond or more) from adding to every later request,
+                // so the capacity is exactly workers / service time.
                 std::thread::spawn(move || {
+                    let mut free_at = Instant::now();
                     loop {
                         let job = match rx.lock() {
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        std::thread::sleep(b.service_time);
-                        let _ = job.send(());
+                        free_at = free_at.max(job.arrived) + b.service_time;
+                        let now = Instant::now();
+                        if free_at > now {
+                            std::thread::sleep(free_at - now);
+                        }
+                        let _ = job.done.send(());
                     }
                 });
             }
@@ -201,7 +215,11 @@ impl GrpcInferenceService for Service {
         let _ = stalled.wait_for(|s| !*s).await;
         if let Some(jobs) = &self.jobs {
             let (tx, rx) = oneshot::channel();
-            jobs.send(tx)
+            let job = Job {
+                arrived: Instant::now(),
+                done: tx,
+            };
+            jobs.send(job)
                 .map_err(|_| Status::unavailable("workers gone"))?;
             rx.await.map_err(|_| Status::unavailable("worker gone"))?;
         }
