@@ -111,6 +111,13 @@ impl HealthApi for Watched {
         let closed = async move {
             let _ = closing.wait_for(|c| *c).await;
         };
-        Ok(Response::new(Box::pin(stream.take_until(closed))))
+        // The last word is NOT_SERVING even when the drain's change of
+        // status and the end arrive together (take_until would drop it).
+        let last = futures::stream::once(async {
+            Ok(HealthCheckResponse {
+                status: WireStatus::NotServing as i32,
+            })
+        });
+        Ok(Response::new(Box::pin(stream.take_until(closed).chain(last))))
     }
 }
