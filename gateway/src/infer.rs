@@ -149,8 +149,8 @@ impl GrpcInferenceService for GatewayV2 {
         let ready = self.health.is_serving()
             && self
                 .metadata_deployment(&ep, &r.version)
-            .ok()
-            .and_then(|d| self.router.pool(&ep.name, &d))
+                .ok()
+                .and_then(|d| self.router.pool(&ep.name, &d))
                 .is_some_and(|pool| pool.healthy() > 0);
         Ok(Response::new(ModelReadyResponse { ready }))
     }

@@ -20,8 +20,8 @@ use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 
-pub use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
 pub use tonic_health::pb::HealthCheckRequest as CheckRequest;
+pub use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
 pub use tonic_health::pb::health_client::HealthClient;
 
 /// The service name of the V2 inference API, as probes name it.
@@ -118,6 +118,8 @@ impl HealthApi for Watched {
                 status: WireStatus::NotServing as i32,
             })
         });
-        Ok(Response::new(Box::pin(stream.take_until(closed).chain(last))))
+        Ok(Response::new(Box::pin(
+            stream.take_until(closed).chain(last),
+        )))
     }
 }

@@ -101,10 +101,14 @@ async fn a_sigtermed_gateway_finishes_its_in_flight_call_then_exits() {
             .infer(f32_request("digits", "input", &one_row(), true).unwrap())
             .await
     });
-    wait_until("the call to reach the worker", Duration::from_secs(10), || {
-        let n = s.server.control.received();
-        async move { n == 1 }
-    })
+    wait_until(
+        "the call to reach the worker",
+        Duration::from_secs(10),
+        || {
+            let n = s.server.control.received();
+            async move { n == 1 }
+        },
+    )
     .await;
     sigterm(&s.gateway);
     // A prober watching sees NOT_SERVING, then its stream ends so that it
@@ -186,10 +190,10 @@ async fn a_sigtermed_batcher_hands_its_shard_back_and_another_takes_it_at_once()
     wait_until("b1 to hold the job's shard", MINUTES, || {
         let (client, id) = (client.clone(), job.id.clone());
         async move {
-            client
-                .get_job(&id)
-                .await
-                .is_ok_and(|j| j.shards_total == 1 && j.state == client::proto::switchboard::v1::JobState::Running as i32)
+            client.get_job(&id).await.is_ok_and(|j| {
+                j.shards_total == 1
+                    && j.state == client::proto::switchboard::v1::JobState::Running as i32
+            })
         }
     })
     .await;
@@ -197,15 +201,26 @@ async fn a_sigtermed_batcher_hands_its_shard_back_and_another_takes_it_at_once()
     let status = wait_exit(&mut c.children[0], Duration::from_secs(30)).await;
     assert!(status.success(), "b1 exited with {status}");
     let after = client.get_job(&job.id).await.unwrap();
-    assert_eq!(after.shards_done, 0, "b1 finished the shard instead of handing it back");
+    assert_eq!(
+        after.shards_done, 0,
+        "b1 finished the shard instead of handing it back"
+    );
     spawn_batcher(&mut c, "b2", &slow_reclaim);
     let end = wait_final(&client, &job.id, Duration::from_secs(120)).await;
-    assert_eq!(state(&end), client::proto::switchboard::v1::JobState::Succeeded, "{end:?}");
+    assert_eq!(
+        state(&end),
+        client::proto::switchboard::v1::JobState::Succeeded,
+        "{end:?}"
+    );
     assert_eq!((end.rows_done, end.rows_failed), (N, 0));
     let hash = job_hash(&c, &job.id).await;
     let by = hash.get("part:0").cloned().unwrap_or_default();
     assert!(by.ends_with(",b2"), "shard 0 counted by {by}");
     // Being stopped by a drain is not a failed attempt.
-    assert_eq!(hash.get("attempts:0").map(String::as_str), Some("1"), "{hash:?}");
+    assert_eq!(
+        hash.get("attempts:0").map(String::as_str),
+        Some("1"),
+        "{hash:?}"
+    );
     assert_every_row_once(&read_outputs(&out), N, &digits);
 }

@@ -34,7 +34,12 @@ async fn healthy_replicas(admin: &client::Client) -> i64 {
         .get_endpoint("digits")
         .await
         .ok()
-        .and_then(|e| e.deployments.iter().find(|d| d.name == "blue").map(|d| d.replicas_healthy as i64))
+        .and_then(|e| {
+            e.deployments
+                .iter()
+                .find(|d| d.name == "blue")
+                .map(|d| d.replicas_healthy as i64)
+        })
         .unwrap_or(-1)
 }
 
@@ -46,7 +51,15 @@ async fn rolling_restart_of_two_workers_under_load_fails_nothing_and_keeps_p99()
     let redis = c.redis.url();
     let key = c.create_endpoint("digits", &["blue"]).await;
     let admin = c.admin().await;
-    let worker = || spawn_worker(&redis, "digits", "blue", "digits_mlp.onnx", &["--threads", "1"]);
+    let worker = || {
+        spawn_worker(
+            &redis,
+            "digits",
+            "blue",
+            "digits_mlp.onnx",
+            &["--threads", "1"],
+        )
+    };
     let mut workers = vec![worker(), worker()];
     wait_until("two replicas routable", Duration::from_secs(60), || {
         let admin = admin.clone();
@@ -54,13 +67,27 @@ async fn rolling_restart_of_two_workers_under_load_fails_nothing_and_keeps_p99()
     })
     .await;
 
-    let before = loadtest::run(load(&c.gateway_url, &key, Duration::from_secs(5), Duration::from_secs(1)))
-        .await
-        .expect("load before the roll");
-    assert_eq!(before.errors, 0, "before the roll: {:?}", before.errors_by_code);
+    let before = loadtest::run(load(
+        &c.gateway_url,
+        &key,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    ))
+    .await
+    .expect("load before the roll");
+    assert_eq!(
+        before.errors, 0,
+        "before the roll: {:?}",
+        before.errors_by_code
+    );
 
     const WINDOW: Duration = Duration::from_secs(10);
-    let during = tokio::spawn(loadtest::run(load(&c.gateway_url, &key, WINDOW, Duration::ZERO)));
+    let during = tokio::spawn(loadtest::run(load(
+        &c.gateway_url,
+        &key,
+        WINDOW,
+        Duration::ZERO,
+    )));
     let load_start = Instant::now();
     for round in 0..2 {
         for i in 0..2 {
@@ -68,22 +95,33 @@ async fn rolling_restart_of_two_workers_under_load_fails_nothing_and_keeps_p99()
             // It leaves the registry first, while it still runs and
             // answers (drain grace): gateways stop sending to it on the
             // registry change, not on a refused connection.
-            wait_until("the draining worker to leave the registry", Duration::from_secs(10), || {
-                let c = &c;
-                async move { c.registered("digits", "blue").await == 1 }
-            })
+            wait_until(
+                "the draining worker to leave the registry",
+                Duration::from_secs(10),
+                || {
+                    let c = &c;
+                    async move { c.registered("digits", "blue").await == 1 }
+                },
+            )
             .await;
             assert!(
                 workers[i].try_wait().unwrap().is_none(),
                 "round {round}, worker {i}: left the registry only as it exited"
             );
             let status = wait_exit(&mut workers[i], Duration::from_secs(30)).await;
-            assert!(status.success(), "round {round}, worker {i}: drained worker exited with {status}");
+            assert!(
+                status.success(),
+                "round {round}, worker {i}: drained worker exited with {status}"
+            );
             workers[i] = worker();
-            wait_until("the replacement to be routable", Duration::from_secs(30), || {
-                let admin = admin.clone();
-                async move { healthy_replicas(&admin).await == 2 }
-            })
+            wait_until(
+                "the replacement to be routable",
+                Duration::from_secs(30),
+                || {
+                    let admin = admin.clone();
+                    async move { healthy_replicas(&admin).await == 2 }
+                },
+            )
             .await;
         }
     }
@@ -93,7 +131,10 @@ async fn rolling_restart_of_two_workers_under_load_fails_nothing_and_keeps_p99()
         "roll took {roll:?}; p99 before {} µs, during {} µs; requests {} / {}",
         before.latency_us.p99, during.latency_us.p99, before.requests, during.requests
     );
-    assert!(roll < WINDOW, "the roll ({roll:?}) must fall inside the load window ({WINDOW:?})");
+    assert!(
+        roll < WINDOW,
+        "the roll ({roll:?}) must fall inside the load window ({WINDOW:?})"
+    );
     assert_eq!(
         during.errors, 0,
         "requests failed during the roll: {:?}",

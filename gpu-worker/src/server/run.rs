@@ -176,10 +176,9 @@ pub async fn serve(
     // Loaded, warmed and registered: from here on the worker is SERVING.
     let health = Health::new(&[health::INFERENCE]).await;
     health.set(true).await;
-    let service =
-        GrpcInferenceServiceServer::new(WorkerService::new(deployments, health.clone()))
-            .max_decoding_message_size(config.max_message)
-            .max_encoding_message_size(config.max_message);
+    let service = GrpcInferenceServiceServer::new(WorkerService::new(deployments, health.clone()))
+        .max_decoding_message_size(config.max_message)
+        .max_encoding_message_size(config.max_message);
     info!(%address, "worker listening");
     let leave = {
         let health = health.clone();

@@ -47,9 +47,26 @@ pub fn spawn(args: &[&str]) -> Child {
 
 /// A worker process serving `ENDPOINT/DEPLOYMENT` with a model file from
 /// models/, on a port it picks, in the registry at `redis`.
-pub fn spawn_worker(redis: &str, endpoint: &str, deployment: &str, model: &str, extra: &[&str]) -> Child {
-    let spec = format!("{endpoint}/{deployment}={}", super::models().join(model).display());
-    let mut args = vec!["worker", "--listen", "127.0.0.1:0", "--redis", redis, "--deployment", &spec];
+pub fn spawn_worker(
+    redis: &str,
+    endpoint: &str,
+    deployment: &str,
+    model: &str,
+    extra: &[&str],
+) -> Child {
+    let spec = format!(
+        "{endpoint}/{deployment}={}",
+        super::models().join(model).display()
+    );
+    let mut args = vec![
+        "worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        redis,
+        "--deployment",
+        &spec,
+    ];
     args.extend_from_slice(extra);
     spawn(&args)
 }
