@@ -149,6 +149,11 @@ async fn handle(ctx: &Arc<Ctx>, e: Entry) {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                // A draining batcher hands its entry back idle; a touch
+                // now would make the next batcher wait for it again.
+                if ctx.draining() {
+                    return;
+                }
                 let _ = ctx.queue.touch(&ctx.config.id, &e).await;
             }
         })

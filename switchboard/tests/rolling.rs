@@ -60,7 +60,7 @@ async fn rolling_restart_of_two_workers_under_load_fails_nothing_and_keeps_p99()
             &["--threads", "1"],
         )
     };
-    let mut workers = vec![worker(), worker()];
+    let mut workers = [worker(), worker()];
     wait_until("two replicas routable", Duration::from_secs(60), || {
         let admin = admin.clone();
         async move { healthy_replicas(&admin).await == 2 }
@@ -90,8 +90,8 @@ async fn rolling_restart_of_two_workers_under_load_fails_nothing_and_keeps_p99()
     )));
     let load_start = Instant::now();
     for round in 0..2 {
-        for i in 0..2 {
-            sigterm(&workers[i]);
+        for (i, w) in workers.iter_mut().enumerate() {
+            sigterm(w);
             // It leaves the registry first, while it still runs and
             // answers (drain grace): gateways stop sending to it on the
             // registry change, not on a refused connection.
@@ -105,15 +105,15 @@ async fn rolling_restart_of_two_workers_under_load_fails_nothing_and_keeps_p99()
             )
             .await;
             assert!(
-                workers[i].try_wait().unwrap().is_none(),
+                w.try_wait().unwrap().is_none(),
                 "round {round}, worker {i}: left the registry only as it exited"
             );
-            let status = wait_exit(&mut workers[i], Duration::from_secs(30)).await;
+            let status = wait_exit(w, Duration::from_secs(30)).await;
             assert!(
                 status.success(),
                 "round {round}, worker {i}: drained worker exited with {status}"
             );
-            workers[i] = worker();
+            *w = worker();
             wait_until(
                 "the replacement to be routable",
                 Duration::from_secs(30),
