@@ -81,3 +81,17 @@ where
     super::wait_until(what, limit, check).await;
     start.elapsed()
 }
+
+/// Like `wait_until`, polling every `every`: for checks that would
+/// otherwise add load to what the test measures.
+pub async fn wait_every<F, Fut>(what: &str, limit: Duration, every: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(every).await;
+    }
+}
