@@ -1,5 +1,7 @@
 use engine::Device;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -26,6 +28,12 @@ pub struct BatcherConfig {
     /// their upload. None: a folder of this process's own under the OS
     /// temp dir, removed when the batcher stops.
     pub cache_dir: Option<PathBuf>,
+    /// On shutdown, how long the step in progress may take to finish or
+    /// hand its shard back.
+    pub drain_timeout: Duration,
+    /// True from the moment the batcher can take work (Redis reached, its
+    /// consumer groups made) until it starts to drain: its readiness.
+    pub ready: Arc<AtomicBool>,
 }
 
 impl Default for BatcherConfig {
@@ -45,6 +53,8 @@ impl Default for BatcherConfig {
             visibility_timeout: Duration::from_secs(30),
             intra_threads: 1,
             cache_dir: None,
+            drain_timeout: Duration::from_secs(30),
+            ready: Arc::new(AtomicBool::new(false)),
         }
     }
 }

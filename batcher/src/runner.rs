@@ -12,6 +12,7 @@ use job_queue::{Entry, JobQueue, QueueError, Work};
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -25,7 +26,11 @@ pub enum BatcherError {
     Queue(#[from] QueueError),
 }
 
-/// Runs until `shutdown` resolves; the step in progress finishes first.
+/// Runs until `shutdown` resolves, then drains: takes nothing more; a
+/// running shard stops within one mini-batch and is handed back to the
+/// queue for the next batcher (a shard may run for minutes, longer than
+/// any drain should); a plan or final step finishes. All within
+/// `drain_timeout`; past it the entry is left to the visibility timeout.
 pub async fn run(
     config: BatcherConfig,
     shutdown: impl Future<Output = ()> + Send,
@@ -55,7 +60,9 @@ pub async fn run(
         models: Arc::new(Mutex::new(Models::new(config.clone()))),
         queue,
         config,
+        drain: tokio::sync::watch::channel(false).0,
     });
+    ctx.config.ready.store(true, Ordering::Relaxed);
     info!(id = %ctx.config.id, "batcher ready");
     tokio::pin!(shutdown);
     loop {
@@ -64,7 +71,17 @@ pub async fn run(
             e = take(&ctx) => e,
         };
         match next {
-            Ok(Some(e)) => handle(&ctx, e).await,
+            Ok(Some(e)) => {
+                let step = handle(&ctx, e);
+                tokio::pin!(step);
+                tokio::select! {
+                    () = &mut step => {}
+                    () = &mut shutdown => {
+                        drain(&ctx, step).await;
+                        break;
+                    }
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 warn!(error = %e, "batcher: cannot read the queue; retrying");
@@ -72,12 +89,27 @@ pub async fn run(
             }
         }
     }
+    ctx.config.ready.store(false, Ordering::Relaxed);
     if own_cache {
         // Nobody else reads a per-process cache once its process is gone.
         let _ = std::fs::remove_dir_all(ctx.stores.cache_dir());
     }
     info!(id = %ctx.config.id, "batcher stopped");
     Ok(())
+}
+
+/// Drains with a step in progress: it finishes, or (a shard) stops and
+/// hands its entry back, within the drain timeout.
+async fn drain(ctx: &Ctx, step: impl Future<Output = ()>) {
+    ctx.config.ready.store(false, Ordering::Relaxed);
+    ctx.drain.send_replace(true);
+    info!(id = %ctx.config.id, "draining: the step in progress finishes or hands its shard back");
+    if tokio::time::timeout(ctx.config.drain_timeout, step)
+        .await
+        .is_err()
+    {
+        warn!(id = %ctx.config.id, "drain timeout passed; the entry is left to the visibility timeout");
+    }
 }
 
 fn default_cache_dir(id: &str) -> PathBuf {
@@ -117,6 +149,11 @@ async fn handle(ctx: &Arc<Ctx>, e: Entry) {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                // A draining batcher hands its entry back idle; a touch
+                // now would make the next batcher wait for it again.
+                if ctx.draining() {
+                    return;
+                }
                 let _ = ctx.queue.touch(&ctx.config.id, &e).await;
             }
         })

@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use proto;
 
+pub mod health;
 mod jobs;
 pub use jobs::is_final;
 

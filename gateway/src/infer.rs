@@ -19,16 +19,24 @@ pub struct GatewayV2 {
     store: Arc<Store>,
     router: Arc<Router>,
     limits: RateLimiter,
+    /// ServerReady and ModelReady answer what `grpc.health.v1` answers.
+    health: proto::health::Health,
 }
 
 impl GatewayV2 {
     /// `limits` is the rate limiter of the layer stack, shared so that
     /// stream messages count against the same buckets.
-    pub fn new(store: Arc<Store>, router: Arc<Router>, limits: RateLimiter) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        router: Arc<Router>,
+        limits: RateLimiter,
+        health: proto::health::Health,
+    ) -> Self {
         GatewayV2 {
             store,
             router,
             limits,
+            health,
         }
     }
 
@@ -126,7 +134,9 @@ impl GrpcInferenceService for GatewayV2 {
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse { ready: true }))
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.health.is_serving(),
+        }))
     }
 
     async fn model_ready(
@@ -136,11 +146,12 @@ impl GrpcInferenceService for GatewayV2 {
         let p = principal(&r);
         let r = r.into_inner();
         let ep = self.endpoint(&p, &r.name)?;
-        let ready = self
-            .metadata_deployment(&ep, &r.version)
-            .ok()
-            .and_then(|d| self.router.pool(&ep.name, &d))
-            .is_some_and(|pool| pool.healthy() > 0);
+        let ready = self.health.is_serving()
+            && self
+                .metadata_deployment(&ep, &r.version)
+                .ok()
+                .and_then(|d| self.router.pool(&ep.name, &d))
+                .is_some_and(|pool| pool.healthy() > 0);
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 

@@ -13,6 +13,7 @@ use crate::manage::ManagementService;
 use crate::oversize::OversizeStatusLayer;
 use crate::routes::apply_routes;
 use crate::store::{Store, StoreError};
+use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use proto::switchboard::v1::jobs_server::JobsServer;
 use proto::switchboard::v1::management_server::ManagementServer;
@@ -33,8 +34,11 @@ pub struct GatewayConfig {
     pub max_message: usize,
     /// Requests per second per credential; 0 = unlimited.
     pub rate_limit: u32,
-    /// How often the control plane and the worker registry are re-read.
+    /// How often the control plane and the worker registry are re-read
+    /// (the registry also at once when a worker joins or leaves).
     pub refresh: Duration,
+    /// On shutdown, how long calls in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +49,7 @@ impl Default for GatewayConfig {
             max_message: 16 << 20,
             rate_limit: 0,
             refresh: Duration::from_millis(250),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -66,7 +71,7 @@ pub async fn serve(
 ) -> Result<(), GatewayError> {
     let conn = redis_conn::connect(&config.redis_url).await?;
     let client = redis_conn::client(&config.redis_url)?;
-    let store = Arc::new(Store::open(client, conn.clone()).await?);
+    let store = Arc::new(Store::open(client.clone(), conn.clone()).await?);
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
     }));
@@ -75,18 +80,25 @@ pub async fn serve(
     if let Ok(workers) = registry::discover(&mut registry).await {
         router.set_workers(&workers);
     }
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let follow = tokio::spawn(registry::follow_changes(client.clone(), changed.clone()));
     let background = tokio::spawn(keep_in_sync(
         store.clone(),
         router.clone(),
         registry,
         config.refresh,
+        changed,
     ));
+    // The control plane is loaded: SERVING from the first call on.
+    let health = Health::new(&[health::INFERENCE]).await;
+    health.set(true).await;
 
     let limits = RateLimiter::new(config.rate_limit);
     let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(
         store.clone(),
         router.clone(),
         limits.clone(),
+        health.clone(),
     ))
     .max_decoding_message_size(config.max_message)
     .max_encoding_message_size(config.max_message);
@@ -110,14 +122,33 @@ pub async fn serve(
         .layer(GateLayer(limits))
         .into_inner();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(stack)
+        .add_service(health.server())
         .add_service(v2)
         .add_service(manage)
-        .add_service(jobs)
-        .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
-        .await;
+        .add_service(jobs);
+    let incoming = proto::incoming_nodelay(listener);
+    // A gateway leaves nothing behind: it says NOT_SERVING (so that a load
+    // balancer's probe takes it out), stops accepting, and answers what
+    // it has in flight.
+    let leave = {
+        let health = health.clone();
+        async move { health.drain().await }
+    };
+    let result = proto::drain::serve_draining(
+        |goaway| {
+            router.serve_with_incoming_shutdown(incoming, async {
+                let _ = goaway.await;
+            })
+        },
+        shutdown,
+        leave,
+        config.drain_timeout,
+    )
+    .await;
     background.abort();
+    follow.abort();
     Ok(result?)
 }
 
@@ -128,12 +159,18 @@ async fn keep_in_sync(
     router: Arc<Router>,
     mut registry: redis::aio::ConnectionManager,
     every: Duration,
+    changed: Arc<tokio::sync::Notify>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redis_ok = true;
     loop {
-        tick.tick().await;
+        // A worker that leaves is out of rotation at once, not at the next
+        // tick: it stops accepting shortly after.
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = changed.notified() => {}
+        }
         let cp = store.refresh().await;
         if let Ok(true) = cp {
             apply_routes(&store.snapshot(), &router);

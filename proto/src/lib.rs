@@ -10,6 +10,8 @@ pub mod inference {
 }
 
 pub mod channel;
+pub mod drain;
+pub mod health;
 pub mod stats;
 pub mod stream;
 

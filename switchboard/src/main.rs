@@ -51,6 +51,9 @@ enum Cmd {
     Token(Group<TokenCmd>),
     /// Score rows on an endpoint.
     Invoke(InvokeArgs),
+    /// grpc.health.v1 Check of a gateway or worker: exits 0 when SERVING,
+    /// 1 otherwise (for exec probes).
+    Health(switchboard::health_cmd::HealthArgs),
     /// Load test a V2 server (see `switchboard loadtest --help`): closed or
     /// open loop, `sweep`, `plan`.
     #[command(disable_help_flag = true)]
@@ -106,6 +109,13 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Keys(a) => commands::keys(a).await,
         Cmd::Token(a) => commands::token(a).await,
         Cmd::Invoke(a) => commands::invoke(a).await,
+        Cmd::Health(a) => {
+            if switchboard::health_cmd::health(a).await {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Cmd::Loadtest { args } => {
             use clap::Parser as _;
             // Every argument goes to the load tool, whose own --url and

@@ -28,7 +28,26 @@ pub struct GatewayArgs {
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,
     #[command(flatten)]
+    pub drain: DrainArgs,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+/// What every role does on SIGTERM: finish (or hand back) its work, within
+/// a bound.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// Seconds a draining process may take (SIGTERM → exit) before it stops
+    /// with work still in flight; keep it under Kubernetes'
+    /// terminationGracePeriodSeconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout: f64,
+}
+
+impl DrainArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout.clamp(0.0, 86_400.0))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -119,6 +138,13 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
     #[command(flatten)]
+    pub drain: DrainArgs,
+    /// Seconds a draining worker keeps serving after it left the registry,
+    /// so that gateways (told at once, or at their next 250 ms poll) stop
+    /// sending to it before it refuses new calls.
+    #[arg(long, default_value_t = 1.0)]
+    pub drain_grace: f64,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
 }
 
@@ -132,6 +158,7 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
         admin_key,
         max_message: args.max_message,
         rate_limit: args.rate_limit,
+        drain_timeout: args.drain.timeout(),
         ..Default::default()
     };
     gateway::serve(config, listener, shutdown_signal()).await?;
@@ -151,6 +178,8 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         redis_url: args.redis,
         advertise: args.advertise,
         id: args.id,
+        drain_timeout: args.drain.timeout(),
+        drain_grace: Duration::from_secs_f64(args.drain_grace.clamp(0.0, 3600.0)),
         ..Default::default()
     };
     gpu_worker::server::run::serve(config, listener, shutdown_signal()).await?;
@@ -250,6 +279,12 @@ pub struct BatcherArgs {
     pub intra_threads: usize,
     #[command(flatten)]
     pub tuning: BatchTuning,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics and the probes
+    /// /live and /ready (200 while the batcher takes work, 503 otherwise).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn batcher(args: BatcherArgs) -> Result<()> {
@@ -258,6 +293,11 @@ pub async fn batcher(args: BatcherArgs) -> Result<()> {
         .config(&args.redis, args.device, args.intra_threads);
     if let Some(id) = args.id {
         config.id = id;
+    }
+    config.drain_timeout = args.drain.timeout();
+    if let Some(addr) = args.metrics_listen {
+        let bound = crate::probes::serve(addr, config.ready.clone()).await?;
+        println!("batcher probes on http://{bound} (/live, /ready, /metrics)");
     }
     println!("batcher {} reading jobs from {}", config.id, args.redis);
     batcher::run(config, shutdown_signal()).await?;

@@ -2,7 +2,7 @@
 //! Redis of its own, in one process, with the demo endpoint deployed.
 
 use crate::redis_server::RedisServer;
-use crate::roles::{BatchTuning, MetricsArgs, SchedulerArgs, shutdown_signal};
+use crate::roles::{BatchTuning, DrainArgs, MetricsArgs, SchedulerArgs, shutdown_signal};
 use anyhow::{Context, Result};
 use clap::Args;
 use client::Client;
@@ -35,6 +35,8 @@ pub struct UpArgs {
     pub scheduler: SchedulerArgs,
     #[command(flatten)]
     pub batch: BatchTuning,
+    #[command(flatten)]
+    pub drain: DrainArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -85,6 +87,9 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         scheduler: args.scheduler.scheduler(),
         ort: args.scheduler.ort(),
         redis_url: Some(redis_url.clone()),
+        drain_timeout: args.drain.timeout(),
+        // One process: its gateway stops routing to its worker as it drains.
+        drain_grace: std::time::Duration::ZERO,
         ..Default::default()
     };
     let worker_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -97,27 +102,27 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     // Load the models before announcing anything.
-    let worker = tokio::spawn(gpu_worker::server::run::serve(
+    let mut worker = tokio::spawn(gpu_worker::server::run::serve(
         worker_config,
         worker_listener,
         stopped(stop_rx.clone()),
     ));
-    let batcher = tokio::spawn(batcher::run(
-        args.batch.config(
-            &redis_url,
-            args.scheduler.device,
-            args.scheduler.intra_threads,
-        ),
-        stopped(stop_rx.clone()),
-    ));
+    let mut batch_config = args.batch.config(
+        &redis_url,
+        args.scheduler.device,
+        args.scheduler.intra_threads,
+    );
+    batch_config.drain_timeout = args.drain.timeout();
+    let mut batcher = tokio::spawn(batcher::run(batch_config, stopped(stop_rx.clone())));
     let gateway_config = gateway::GatewayConfig {
         redis_url,
         admin_key: Some(admin_key.clone()),
         max_message: args.max_message,
         rate_limit: args.rate_limit,
+        drain_timeout: args.drain.timeout(),
         ..Default::default()
     };
-    let gateway = tokio::spawn(gateway::serve(
+    let mut gateway = tokio::spawn(gateway::serve(
         gateway_config,
         gateway_listener,
         stopped(stop_rx),
@@ -140,13 +145,23 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
          switchboard endpoint show digits\n  \
          switchboard job submit --endpoint digits --input rows.csv --output predictions --wait\n"
     );
-    tokio::select! {
-        () = shutdown_signal() => {}
-        r = worker => { r??; }
-        r = batcher => { r??; }
-        r = gateway => { r??; }
-    }
+    // A role that stops on its own (an error) stops the whole process.
+    let early = tokio::select! {
+        () = shutdown_signal() => None,
+        r = &mut worker => Some(r.map(|r| r.map_err(anyhow::Error::from))),
+        r = &mut batcher => Some(r.map(|r| r.map_err(anyhow::Error::from))),
+        r = &mut gateway => Some(r.map(|r| r.map_err(anyhow::Error::from))),
+    };
     let _ = stop_tx.send(true);
+    if let Some(r) = early {
+        return r?;
+    }
+    // Every role drains at once and within the same bound; the process
+    // exits when all three are done.
+    let (w, b, g) = tokio::join!(worker, batcher, gateway);
+    w??;
+    b??;
+    g??;
     Ok(())
 }
 

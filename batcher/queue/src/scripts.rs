@@ -125,3 +125,22 @@ return 1
 ",
     )
 });
+
+/// KEYS: job, the entry's stream. ARGV: group, entry id, consumer, shard
+/// index ('' for a step that is not a shard), idle ms. A draining batcher
+/// hands an entry back: still pending, still its own, but idle as if its
+/// batcher had gone silent long ago, so the next batcher's reclaim takes it
+/// at once instead of after the visibility timeout. The attempt it counted
+/// is given back too: being stopped is not failing. An entry another
+/// batcher has taken meanwhile is left alone.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5], 'JUSTID')
+if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[1], 'attempts:' .. ARGV[4], -1) end
+return 1
+",
+    )
+});

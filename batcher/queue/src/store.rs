@@ -464,6 +464,30 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Hands an entry this consumer holds back to the group, to be
+    /// reclaimed by the next batcher at once (see `scripts::RELEASE`).
+    /// Returns false when it was no longer this consumer's.
+    pub async fn release(&self, e: &Entry, consumer: &str) -> Result<bool, QueueError> {
+        let mut c = self.conn.clone();
+        let shard = match &e.work {
+            Work::Shard { index, .. } => index.to_string(),
+            Work::Plan | Work::Finalize => String::new(),
+        };
+        // A year: past any visibility timeout a batcher is started with.
+        const LONG_IDLE_MS: u64 = 365 * 24 * 3600 * 1000;
+        let n: i64 = scripts::RELEASE
+            .key(job_key(&e.job))
+            .key(&e.stream)
+            .arg(GROUP)
+            .arg(&e.id)
+            .arg(consumer)
+            .arg(shard)
+            .arg(LONG_IDLE_MS)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
     pub async fn ack(&self, e: &Entry) -> Result<(), QueueError> {
         let mut c = self.conn.clone();
         let _: i64 = c.xack(&e.stream, GROUP, &[&e.id]).await?;

@@ -14,6 +14,15 @@ pub(crate) struct Ctx {
     pub stores: Stores,
     pub queue: JobQueue,
     pub models: Arc<Mutex<Models>>,
+    /// Turns true when the batcher starts to drain: a running shard stops
+    /// and is handed back.
+    pub drain: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ctx {
+    pub fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
 }
 
 /// Retries a queue call while Redis is unreachable; other errors return.

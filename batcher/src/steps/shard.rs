@@ -83,6 +83,12 @@ pub(crate) async fn shard(
         .and_then(|r| r);
     watch.abort();
     match result {
+        Ok(o) if o.stopped && ctx.draining() => {
+            // Nothing of it was kept; the next batcher runs it whole.
+            let released = persist("handing a shard back", || q.release(e, &ctx.config.id)).await?;
+            info!(job = %job.id, shard = index, released, "draining: shard handed back");
+            Ok(())
+        }
         Ok(o) if o.stopped => {
             info!(job = %job.id, shard = index, "shard stopped: job cancelled or failed");
             persist("skipping a shard", || {
@@ -232,10 +238,17 @@ async fn batch_size(ctx: &Arc<Ctx>, job: &JobRecord, task: &ShardTask) -> Result
 }
 
 /// Sets `stop` when the job is cancelled or has failed past its threshold,
-/// so a running shard ends within one mini-batch.
+/// or the batcher drains, so a running shard ends within one mini-batch.
 async fn watch_stop(ctx: Arc<Ctx>, job: String, stop: Arc<AtomicBool>) {
+    let mut drain = ctx.drain.subscribe();
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = drain.wait_for(|d| *d) => {
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
         if let Ok(j) = ctx.queue.get(&job).await
             && (j.cancel_requested || j.over_threshold() || j.state.is_final())
         {

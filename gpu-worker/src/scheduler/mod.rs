@@ -157,6 +157,14 @@ impl Scheduler {
             .unwrap_or_default()
     }
 
+    /// Forgets the counters: warm-up runs are not traffic (as with Triton's
+    /// model warmup, they do not show in ModelStatistics).
+    pub fn reset_stats(&self) {
+        if let Ok(mut s) = self.shared.stats.lock() {
+            *s = ModelStats::default();
+        }
+    }
+
     /// Requests waiting now.
     pub fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)

@@ -83,11 +83,16 @@ impl Deployments {
 #[derive(Clone)]
 pub struct WorkerService {
     deployments: Deployments,
+    /// ServerReady and ModelReady answer what `grpc.health.v1` answers.
+    health: proto::health::Health,
 }
 
 impl WorkerService {
-    pub fn new(deployments: Deployments) -> Self {
-        WorkerService { deployments }
+    pub fn new(deployments: Deployments, health: proto::health::Health) -> Self {
+        WorkerService {
+            deployments,
+            health,
+        }
     }
 
     pub async fn infer(
@@ -171,7 +176,9 @@ impl GrpcInferenceService for WorkerService {
         &self,
         _: GrpcRequest<ServerReadyRequest>,
     ) -> Result<GrpcResponse<ServerReadyResponse>, Status> {
-        Ok(GrpcResponse::new(ServerReadyResponse { ready: true }))
+        Ok(GrpcResponse::new(ServerReadyResponse {
+            ready: self.health.is_serving(),
+        }))
     }
 
     async fn model_ready(
@@ -179,7 +186,7 @@ impl GrpcInferenceService for WorkerService {
         r: GrpcRequest<ModelReadyRequest>,
     ) -> Result<GrpcResponse<ModelReadyResponse>, Status> {
         let r = r.into_inner();
-        let ready = self.deployments.find(&r.name, &r.version).is_ok();
+        let ready = self.health.is_serving() && self.deployments.find(&r.name, &r.version).is_ok();
         Ok(GrpcResponse::new(ModelReadyResponse { ready }))
     }
 

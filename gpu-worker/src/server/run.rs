@@ -1,9 +1,13 @@
-//! Running a worker: load deployments, serve V2 on a listener, register in
-//! Redis with a heartbeat, deregister on shutdown.
+//! Running a worker: load and warm deployments, register in Redis with a
+//! heartbeat, serve V2 and `grpc.health.v1` on a listener; on shutdown,
+//! drain: NOT_SERVING, leave the registry, give gateways `drain_grace` to
+//! stop sending, GOAWAY, answer what is queued and in flight, exit (all
+//! within `drain_timeout`).
 
 use super::{Deployments, WorkerService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use engine::{EngineError, OrtFactory, OrtOptions};
+use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use registry::{Registration, ServedDeployment, WorkerRecord};
 use std::future::Future;
@@ -50,6 +54,11 @@ pub struct WorkerConfig {
     pub advertise: Option<String>,
     pub max_message: usize,
     pub id: Option<String>,
+    /// The whole drain, past which the worker stops with calls in flight.
+    pub drain_timeout: Duration,
+    /// How long the worker keeps serving after leaving the registry, for
+    /// gateways to take it out of rotation before it refuses new calls.
+    pub drain_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +71,8 @@ impl Default for WorkerConfig {
             advertise: None,
             max_message: 64 << 20,
             id: None,
+            drain_timeout: Duration::from_secs(30),
+            drain_grace: Duration::from_secs(1),
         }
     }
 }
@@ -80,8 +91,10 @@ pub enum WorkerError {
     Io(#[from] std::io::Error),
 }
 
-/// Loads every deployment's model and starts its scheduler.
-pub fn load(config: &WorkerConfig) -> Result<Deployments, WorkerError> {
+/// Loads every deployment's model, starts its scheduler and warms it with
+/// one inference (the first run of an ONNX Runtime session is several times
+/// slower than the next: it should not be a client's).
+pub async fn load(config: &WorkerConfig) -> Result<Deployments, WorkerError> {
     let mut list = Vec::new();
     for d in &config.deployments {
         let factory =
@@ -92,9 +105,42 @@ pub fn load(config: &WorkerConfig) -> Result<Deployments, WorkerError> {
         let sig = factory.signature().clone();
         let name = format!("{}/{}", d.endpoint, d.deployment);
         let s = Scheduler::start(name, Arc::new(factory), sig, config.scheduler.clone())?;
+        // A model that fails on zeros may still score real input (and the
+        // failure is the client's to see, as INTERNAL): warn, serve on.
+        if let Err(e) = warm(&s).await {
+            warn!(model = %d.model.display(), error = %e, "warm-up inference failed; serving anyway");
+        }
         list.push((d.endpoint.clone(), d.deployment.clone(), s));
     }
     Ok(Deployments::new(list))
+}
+
+/// One zero-filled row (batch dimension and any other dynamic one set to 1).
+async fn warm(s: &Scheduler) -> Result<(), EngineError> {
+    let inputs = s
+        .signature()
+        .inputs
+        .iter()
+        .map(|t| {
+            let shape: Vec<i64> = t.dims.iter().map(|&d| d.max(1)).collect();
+            let bytes = engine::Tensor::element_count(&shape) * t.dtype.size();
+            let tensor = engine::Tensor {
+                dtype: t.dtype,
+                shape,
+                data: bytes::Bytes::from(vec![0u8; bytes]),
+            };
+            (t.name.clone(), tensor)
+        })
+        .collect();
+    let run = s
+        .infer(crate::scheduler::Request {
+            inputs,
+            deadline: None,
+            priority: 0,
+        })
+        .await;
+    s.reset_stats();
+    run.map(|_| ())
 }
 
 pub async fn serve(
@@ -102,7 +148,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let deployments = load(&config)?;
+    let deployments = load(&config).await?;
     let address = match &config.advertise {
         Some(a) => a.clone(),
         None => listener.local_addr()?.to_string(),
@@ -129,18 +175,40 @@ pub async fn serve(
         }
         None => None,
     };
-    let service = GrpcInferenceServiceServer::new(WorkerService::new(deployments))
+    // Loaded, warmed and registered: from here on the worker is SERVING.
+    let health = Health::new(&[health::INFERENCE]).await;
+    health.set(true).await;
+    let service = GrpcInferenceServiceServer::new(WorkerService::new(deployments, health.clone()))
         .max_decoding_message_size(config.max_message)
         .max_encoding_message_size(config.max_message);
     info!(%address, "worker listening");
-    let result = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
-        .await;
-    if let Some(r) = registration
-        && let Err(e) = r.deregister().await
-    {
-        warn!(error = %e, "could not deregister; the record will expire");
-    }
-    Ok(result?)
+    let leave = {
+        let health = health.clone();
+        async move {
+            health.set(false).await;
+            if let Some(r) = registration
+                && let Err(e) = r.deregister().await
+            {
+                warn!(error = %e, "could not deregister; the record will expire");
+            }
+            tokio::time::sleep(config.drain_grace).await;
+            health.drain().await;
+        }
+    };
+    let router = tonic::transport::Server::builder()
+        .add_service(health.server())
+        .add_service(service);
+    let incoming = proto::incoming_nodelay(listener);
+    proto::drain::serve_draining(
+        |goaway| {
+            router.serve_with_incoming_shutdown(incoming, async {
+                let _ = goaway.await;
+            })
+        },
+        shutdown,
+        leave,
+        config.drain_timeout,
+    )
+    .await?;
+    Ok(())
 }

@@ -3,6 +3,10 @@
 //! dead worker drops out without anyone deregistering it.
 //!
 //! Keys: `sb:workers` (set of ids) and `sb:worker:{id}` (JSON, expiring).
+//! Joining and leaving are also published on `sb:workers:changed`, so that
+//! gateways re-read the registry at once instead of at their next poll: a
+//! draining worker is out of rotation within a round trip, before it stops
+//! accepting (see [`follow_changes`]).
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -12,6 +16,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 const SET: &str = "sb:workers";
+/// Pub/sub channel: a message (the worker id) on every join and leave.
+pub const CHANGED: &str = "sb:workers:changed";
 
 fn key(id: &str) -> String {
     format!("sb:worker:{id}")
@@ -49,6 +55,7 @@ impl Registration {
     ) -> redis::RedisResult<Self> {
         let json = serde_json::to_string(&record).unwrap_or_default();
         write(&mut conn, &record.id, &json, ttl).await?;
+        let _: i64 = conn.publish(CHANGED, &record.id).await?;
         let id = record.id.clone();
         let mut hb_conn = conn.clone();
         let heartbeat = tokio::spawn(async move {
@@ -71,6 +78,7 @@ impl Registration {
         self.heartbeat.abort();
         let _: () = self.conn.del(key(&self.id)).await?;
         let _: () = self.conn.srem(SET, &self.id).await?;
+        let _: i64 = self.conn.publish(CHANGED, &self.id).await?;
         Ok(())
     }
 }
@@ -115,4 +123,34 @@ pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Wo
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+/// Wakes `changed` on every join or leave published by a worker, and once
+/// on each (re)subscription, since messages sent while unsubscribed are
+/// lost. Runs until dropped; reconnects with backoff while Redis is away
+/// (the caller's poll still covers that time).
+pub async fn follow_changes(client: redis::Client, changed: std::sync::Arc<tokio::sync::Notify>) {
+    use futures::StreamExt;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let sub = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANGED).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), sub).await {
+            Ok(Ok(pubsub)) => {
+                wait = Duration::from_millis(100);
+                changed.notify_one();
+                let mut messages = pubsub.into_on_message();
+                while messages.next().await.is_some() {
+                    changed.notify_one();
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "cannot subscribe to registry changes; retrying"),
+            Err(_) => warn!("subscribing to registry changes timed out; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
 }

@@ -1,0 +1,29 @@
+//! `grpc.health.v1.Health` Check against a gateway or worker: what
+//! `switchboard health` (an exec probe) asks.
+
+use crate::ClientError;
+use proto::health::{HealthClient, WireStatus};
+use std::time::Duration;
+use tonic::transport::Endpoint;
+
+/// The status of `service` ("" = the server as a whole) at `url`, within
+/// `timeout` (connecting included).
+pub async fn check(url: &str, service: &str, timeout: Duration) -> Result<WireStatus, ClientError> {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|_| ClientError::Url(url))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint.connect().await?;
+    let answer = HealthClient::new(channel)
+        .check(proto::health::CheckRequest {
+            service: service.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(WireStatus::try_from(answer.status).unwrap_or(WireStatus::Unknown))
+}
