@@ -5,13 +5,13 @@
 
 use crate::admin::admin_gate;
 use crate::auth::Authenticator;
+use crate::changes::Follower;
 use crate::gate::GateLayer;
 use crate::infer::GatewayV2;
 use crate::jobs::JobsService;
 use crate::limits::RateLimiter;
 use crate::manage::ManagementService;
 use crate::oversize::OversizeStatusLayer;
-use crate::routes::apply_routes;
 use crate::store::{Store, StoreError};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use proto::switchboard::v1::jobs_server::JobsServer;
@@ -33,7 +33,8 @@ pub struct GatewayConfig {
     pub max_message: usize,
     /// Requests per second per credential; 0 = unlimited.
     pub rate_limit: u32,
-    /// How often the control plane and the worker registry are re-read.
+    /// How often the worker registry is re-read. (Control-plane changes
+    /// arrive as events, with no interval.)
     pub refresh: Duration,
 }
 
@@ -65,22 +66,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let conn = redis_conn::connect(&config.redis_url).await?;
-    let client = redis_conn::client(&config.redis_url)?;
-    let store = Arc::new(Store::open(client, conn.clone()).await?);
+    let store = Arc::new(Store::new(conn.clone()));
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
     }));
-    apply_routes(&store.snapshot(), &router);
+    let follower = Follower::start(&config.redis_url, store.clone(), router.clone()).await?;
+    let follower = tokio::spawn(follower.run());
     let mut registry = conn.clone();
     if let Ok(workers) = registry::discover(&mut registry).await {
         router.set_workers(&workers);
     }
-    let background = tokio::spawn(keep_in_sync(
-        store.clone(),
-        router.clone(),
-        registry,
-        config.refresh,
-    ));
+    let background = tokio::spawn(keep_in_sync(router.clone(), registry, config.refresh));
 
     let limits = RateLimiter::new(config.rate_limit);
     let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(
@@ -118,13 +114,13 @@ pub async fn serve(
         .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
         .await;
     background.abort();
+    follower.abort();
     Ok(result?)
 }
 
-/// Follows the control plane and the worker registry. Errors are logged and
-/// the last good view kept, so the gateway serves on while Redis is away.
+/// Follows the worker registry. Errors are logged and the last good view
+/// kept, so the gateway serves on while Redis is away.
 async fn keep_in_sync(
-    store: Arc<Store>,
     router: Arc<Router>,
     mut registry: redis::aio::ConnectionManager,
     every: Duration,
@@ -134,20 +130,16 @@ async fn keep_in_sync(
     let mut redis_ok = true;
     loop {
         tick.tick().await;
-        let cp = store.refresh().await;
-        if let Ok(true) = cp {
-            apply_routes(&store.snapshot(), &router);
-        }
         let workers = registry::discover(&mut registry).await;
         if let Ok(w) = &workers {
             router.set_workers(w);
         }
-        let ok = cp.is_ok() && workers.is_ok();
+        let ok = workers.is_ok();
         if ok != redis_ok {
             if ok {
-                info!("control plane reachable again");
+                info!("worker registry reachable again");
             } else {
-                warn!("control plane unreachable; serving from the last view");
+                warn!("worker registry unreachable; routing to the last known workers");
             }
             redis_ok = ok;
         }
