@@ -19,9 +19,9 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::warn;
 
-pub(crate) const ENDPOINTS: &str = "sb:endpoints";
-pub(crate) const VERSION: &str = "sb:cp:version";
-pub(crate) const CHANGES: &str = "sb:cp:changes";
+pub const ENDPOINTS: &str = "sb:endpoints";
+pub const VERSION: &str = "sb:cp:version";
+pub const CHANGES: &str = "sb:cp:changes";
 const TOKEN_SECRET: &str = "sb:token-secret";
 
 /// Events kept on the change stream (approximately; trimming is lazy). A
@@ -35,7 +35,7 @@ const LOAD_CHUNK: usize = 1000;
 /// change is committed and the follower will get there).
 const READ_YOUR_WRITE: Duration = Duration::from_secs(2);
 
-pub(crate) fn key(name: &str) -> String {
+pub fn key(name: &str) -> String {
     format!("sb:endpoint:{name}")
 }
 

@@ -1,0 +1,331 @@
+//! Control-plane benchmark for BENCHMARKS.md (scripts/bench_control_plane.sh).
+//!
+//! For each size N it starts a fresh redis-server, writes N endpoint records
+//! straight into Redis (the bulk loader: no events, the gateways load them
+//! at start), starts two gateway processes (this binary, `gateway` mode, on
+//! a current-thread runtime like `switchboard gateway` on 2 cores), and
+//! measures through gateway A: create, update and delete latency, the CPU
+//! each gateway process spends per change (A writes and follows, B only
+//! follows), how long a change takes to be visible on B, and each
+//! gateway's resident memory once loaded.
+//!
+//!   cp_bench run [SIZES...]            (default 10 10000 100000)
+//!   cp_bench gateway REDIS_URL ADDR    (what `run` starts)
+
+use client::Client;
+use client::proto::switchboard::v1 as pb;
+use gateway::store::{AuthMode, DeploymentRecord, EndpointRecord, KeyRecord};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ADMIN: &str = "bench-admin";
+/// Changes per measured phase.
+const CHANGES: usize = 1000;
+/// Changes whose visibility on the second gateway is timed.
+const VISIBILITY: usize = 300;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("gateway") => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(&args[2], &args[3]))
+        }
+        Some("run") => {
+            let sizes: Vec<usize> = if args.len() > 2 {
+                args[2..].iter().map(|s| s.parse()).collect::<Result<_, _>>()?
+            } else {
+                vec![10, 10_000, 100_000]
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(run(&sizes))
+        }
+        _ => Err("usage: cp_bench run [SIZES...] | cp_bench gateway REDIS_URL ADDR".into()),
+    }
+}
+
+async fn serve(redis: &str, addr: &str) -> Res<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let config = gateway::GatewayConfig {
+        redis_url: redis.into(),
+        admin_key: Some(ADMIN.into()),
+        ..Default::default()
+    };
+    gateway::serve(config, listener, std::future::pending()).await?;
+    Ok(())
+}
+
+/// Kills its children when dropped.
+struct Procs(Vec<Child>);
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Res<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Nanoseconds on CPU of every thread of `pid` (schedstat: finer than
+/// the 10 ms ticks of /proc/PID/stat).
+fn cpu_ns(pid: u32) -> Res<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let s = std::fs::read_to_string(t?.path().join("schedstat"))?;
+        total += s.split_whitespace().next().unwrap_or("0").parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+fn rss_kib(pid: u32) -> Res<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("VmRSS")?.parse()?)
+}
+
+/// An endpoint as management makes it, with one deployment taking all
+/// traffic: the records a platform with many models would have.
+fn record(name: &str) -> EndpointRecord {
+    let key = |i: u8| KeyRecord {
+        hash: gateway::secrets::hash(&format!("{name}-{i}")),
+        created_unix: 1_764_633_600,
+    };
+    let mut deployments = BTreeMap::new();
+    deployments.insert(
+        "blue".to_string(),
+        DeploymentRecord {
+            model_uri: format!("models/{name}.onnx"),
+            instances: 1,
+            max_batch_size: 32,
+            ..Default::default()
+        },
+    );
+    EndpointRecord {
+        name: name.into(),
+        auth_mode: AuthMode::Key,
+        description: String::new(),
+        deployments,
+        traffic: [("blue".to_string(), 100)].into(),
+        mirror: None,
+        keys: [key(1), key(2)],
+    }
+}
+
+/// Writes `n` records directly, 1,000 per pipeline, and moves the version
+/// once; gateways started afterwards load them.
+async fn bulk_load(redis: &str, n: usize) -> Res<()> {
+    let mut conn = redis::Client::open(redis)?
+        .get_multiplexed_async_connection()
+        .await?;
+    for start in (0..n).step_by(1000) {
+        let mut p = redis::pipe();
+        for i in start..(start + 1000).min(n) {
+            let name = format!("bulk-{i:06}");
+            p.set(gateway::store::key(&name), serde_json::to_string(&record(&name))?)
+                .ignore()
+                .sadd(gateway::store::ENDPOINTS, &name)
+                .ignore();
+        }
+        let () = p.query_async(&mut conn).await?;
+    }
+    let _: i64 = redis::cmd("INCR")
+        .arg(gateway::store::VERSION)
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i].as_secs_f64() * 1e3
+}
+
+struct Phase {
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_a_us: f64,
+    cpu_b_us: f64,
+}
+
+/// Runs `f(i)` for i in 0..CHANGES, one after another, timing each and
+/// the gateways' CPU over the whole phase.
+async fn phase<F, Fut>(pids: (u32, u32), mut f: F) -> Res<Phase>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Res<()>>,
+{
+    let (a0, b0) = (cpu_ns(pids.0)?, cpu_ns(pids.1)?);
+    let mut lat = Vec::with_capacity(CHANGES);
+    for i in 0..CHANGES {
+        let t = Instant::now();
+        f(i).await?;
+        lat.push(t.elapsed());
+    }
+    let per = |ns: u64| ns as f64 / 1e3 / CHANGES as f64;
+    Ok(Phase {
+        p50_ms: pct(&mut lat, 0.5),
+        p99_ms: pct(&mut lat, 0.99),
+        cpu_a_us: per(cpu_ns(pids.0)? - a0),
+        cpu_b_us: per(cpu_ns(pids.1)? - b0),
+    })
+}
+
+async fn connect(url: &str) -> Res<Client> {
+    let until = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(c) = Client::connect(url, Some(ADMIN)).await
+            && c.management
+                .clone()
+                .list_endpoints(pb::ListEndpointsRequest::default())
+                .await
+                .is_ok()
+        {
+            return Ok(c);
+        }
+        if Instant::now() > until {
+            return Err(format!("{url} never answered").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn describe(c: &Client, name: &str, text: &str) -> Res<()> {
+    c.management
+        .clone()
+        .update_endpoint(pb::UpdateEndpointRequest {
+            name: name.into(),
+            auth_mode: None,
+            description: Some(text.into()),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn run(sizes: &[usize]) -> Res<()> {
+    let exe = std::env::current_exe()?;
+    println!(
+        "| endpoints | gateway load at start s | RSS A / B MiB | create p50 / p99 ms | update p50 / p99 ms | delete p50 / p99 ms | CPU per create A / B µs | per update A / B µs | per delete A / B µs | visible on B p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &n in sizes {
+        let dir = std::env::temp_dir().join(format!("cp-bench-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let rp = free_port()?;
+        let mut procs = Procs(vec![
+            Command::new("redis-server")
+                .args(["--port", &rp.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--dir"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .spawn()?,
+        ]);
+        let redis = format!("redis://127.0.0.1:{rp}");
+        let until = Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(redis.as_str())?
+            .get_multiplexed_async_connection()
+            .await
+            .is_err()
+        {
+            if Instant::now() > until {
+                return Err("redis-server did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bulk_load(&redis, n).await?;
+        let t = Instant::now();
+        let mut urls = Vec::new();
+        let mut pids = Vec::new();
+        for _ in 0..2 {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let child = Command::new(&exe)
+                .args(["gateway", &redis, &addr])
+                .env("RUST_LOG", "warn")
+                .spawn()?;
+            pids.push(child.id());
+            procs.0.push(child);
+            urls.push(format!("http://{addr}"));
+        }
+        let (a, b) = (connect(&urls[0]).await?, connect(&urls[1]).await?);
+        let load_s = t.elapsed().as_secs_f64();
+        let (rss_a, rss_b) = (rss_kib(pids[0])?, rss_kib(pids[1])?);
+        let ids = (pids[0], pids[1]);
+
+        let create = phase(ids, |i| {
+            let a = a.clone();
+            async move {
+                a.create_endpoint(&format!("new-{i:05}"), pb::AuthMode::Key).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let update = phase(ids, |i| {
+            let a = a.clone();
+            async move { describe(&a, &format!("new-{i:05}"), &format!("update {i}")).await }
+        })
+        .await?;
+        let mut seen = Vec::with_capacity(VISIBILITY);
+        for i in 0..VISIBILITY {
+            let name = format!("new-{i:05}");
+            let text = format!("visible {i}");
+            let t = Instant::now();
+            describe(&a, &name, &text).await?;
+            while b.get_endpoint(&name).await?.description != text {
+                if t.elapsed() > Duration::from_secs(10) {
+                    return Err(format!("change {i} never reached B").into());
+                }
+            }
+            seen.push(t.elapsed());
+        }
+        let delete = phase(ids, |i| {
+            let a = a.clone();
+            async move {
+                a.management
+                    .clone()
+                    .delete_endpoint(pb::DeleteEndpointRequest {
+                        name: format!("new-{i:05}"),
+                    })
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "| {n} | {load_s:.2} | {:.1} / {:.1} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} / {:.2} |",
+            rss_a as f64 / 1024.0,
+            rss_b as f64 / 1024.0,
+            create.p50_ms,
+            create.p99_ms,
+            update.p50_ms,
+            update.p99_ms,
+            delete.p50_ms,
+            delete.p99_ms,
+            create.cpu_a_us,
+            create.cpu_b_us,
+            update.cpu_a_us,
+            update.cpu_b_us,
+            delete.cpu_a_us,
+            delete.cpu_b_us,
+            pct(&mut seen, 0.5),
+            pct(&mut seen, 0.99),
+        );
+        drop(procs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
