@@ -41,7 +41,10 @@ fn main() -> Res<()> {
         }
         Some("run") => {
             let sizes: Vec<usize> = if args.len() > 2 {
-                args[2..].iter().map(|s| s.parse()).collect::<Result<_, _>>()?
+                args[2..]
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_, _>>()?
             } else {
                 vec![10, 10_000, 100_000]
             };
@@ -78,7 +81,9 @@ impl Drop for Procs {
 }
 
 fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Nanoseconds on CPU of every thread of `pid` (schedstat: finer than
@@ -94,7 +99,10 @@ fn cpu_ns(pid: u32) -> Res<u64> {
 
 fn rss_kib(pid: u32) -> Res<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS")?;
     Ok(line.split_whitespace().nth(1).ok_or("VmRSS")?.parse()?)
 }
 
@@ -136,10 +144,13 @@ async fn bulk_load(redis: &str, n: usize) -> Res<()> {
         let mut p = redis::pipe();
         for i in start..(start + 1000).min(n) {
             let name = format!("bulk-{i:06}");
-            p.set(gateway::store::key(&name), serde_json::to_string(&record(&name))?)
-                .ignore()
-                .sadd(gateway::store::ENDPOINTS, &name)
-                .ignore();
+            p.set(
+                gateway::store::key(&name),
+                serde_json::to_string(&record(&name))?,
+            )
+            .ignore()
+            .sadd(gateway::store::ENDPOINTS, &name)
+            .ignore();
         }
         let () = p.query_async(&mut conn).await?;
     }
@@ -229,7 +240,14 @@ async fn run(sizes: &[usize]) -> Res<()> {
         let rp = free_port()?;
         let mut procs = Procs(vec![
             Command::new("redis-server")
-                .args(["--port", &rp.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args([
+                    "--port",
+                    &rp.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
                 .args(["--appendonly", "no", "--dir"])
                 .arg(&dir)
                 .stdout(Stdio::null())
@@ -269,7 +287,8 @@ async fn run(sizes: &[usize]) -> Res<()> {
         let create = phase(ids, |i| {
             let a = a.clone();
             async move {
-                a.create_endpoint(&format!("new-{i:05}"), pb::AuthMode::Key).await?;
+                a.create_endpoint(&format!("new-{i:05}"), pb::AuthMode::Key)
+                    .await?;
                 Ok(())
             }
         })

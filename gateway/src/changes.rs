@@ -78,7 +78,11 @@ impl Follower {
             snapshot,
             stream_id,
         } = self.store.load_all().await?;
-        debug!(endpoints = snapshot.endpoints.len(), version = snapshot.version, "control plane loaded");
+        debug!(
+            endpoints = snapshot.endpoints.len(),
+            version = snapshot.version,
+            "control plane loaded"
+        );
         apply_routes(&snapshot, &self.router);
         self.store.install(snapshot);
         self.stream_id = stream_id;

@@ -207,8 +207,11 @@ impl Management for ManagementService {
         };
         let snap = self.store.snapshot();
         let mut page = snap.endpoints.range::<_, str>((after, Bound::Unbounded));
-        let endpoints: Vec<pb::Endpoint> =
-            page.by_ref().take(size).map(|(_, e)| self.to_pb(e)).collect();
+        let endpoints: Vec<pb::Endpoint> = page
+            .by_ref()
+            .take(size)
+            .map(|(_, e)| self.to_pb(e))
+            .collect();
         let next_page_token = match (page.next(), endpoints.last()) {
             (Some(_), Some(last)) => last.name.clone(),
             _ => String::new(),

@@ -258,11 +258,7 @@ impl Store {
         let keys: Vec<String> = names.iter().map(|n| key(n)).collect();
         let values: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        Ok(names
-            .iter()
-            .zip(values)
-            .map(|(n, v)| parse(n, v))
-            .collect())
+        Ok(names.iter().zip(values).map(|(n, v)| parse(n, v)).collect())
     }
 
     /// Runs the commit script; answers the new version or the script's
@@ -350,3 +346,6 @@ impl Store {
         Err(StoreError::Conflict)
     }
 }
+
+#[cfg(test)]
+mod tests;

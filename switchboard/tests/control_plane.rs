@@ -126,7 +126,10 @@ async fn creations_stay_flat_and_changes_reach_a_second_gateway_at_once() {
             if e.description == text {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(5), "change {i} never arrived");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "change {i} never arrived"
+            );
             tokio::task::yield_now().await;
         }
         seen.push(t.elapsed());
@@ -145,10 +148,14 @@ async fn creations_stay_flat_and_changes_reach_a_second_gateway_at_once() {
         })
         .await
         .unwrap();
-    wait_until("the delete to reach the second gateway", Duration::from_secs(1), || {
-        let other = other.clone();
-        async move { other.get_endpoint("warm-00").await.is_err() }
-    })
+    wait_until(
+        "the delete to reach the second gateway",
+        Duration::from_secs(1),
+        || {
+            let other = other.clone();
+            async move { other.get_endpoint("warm-00").await.is_err() }
+        },
+    )
     .await;
 }
 
@@ -158,11 +165,18 @@ async fn a_gateway_that_missed_a_change_reloads_everything() {
     let second = c.start_gateway(gateway::GatewayConfig::default()).await;
     let admin = c.admin().await;
     let other = connect(&second, Some(ADMIN)).await;
-    admin.create_endpoint("before", pb::AuthMode::Key).await.unwrap();
-    wait_until("'before' on the second gateway", Duration::from_secs(2), || {
-        let other = other.clone();
-        async move { other.get_endpoint("before").await.is_ok() }
-    })
+    admin
+        .create_endpoint("before", pb::AuthMode::Key)
+        .await
+        .unwrap();
+    wait_until(
+        "'before' on the second gateway",
+        Duration::from_secs(2),
+        || {
+            let other = other.clone();
+            async move { other.get_endpoint("before").await.is_ok() }
+        },
+    )
     .await;
 
     // A change whose event is lost, as when the stream was trimmed past a
@@ -180,13 +194,22 @@ async fn a_gateway_that_missed_a_change_reloads_everything() {
     // The next change's event is one version too far: the gateways notice
     // the gap and load everything, ghost included, long before a quiet
     // stream would have made them compare the counter.
-    admin.create_endpoint("after", pb::AuthMode::Key).await.unwrap();
+    admin
+        .create_endpoint("after", pb::AuthMode::Key)
+        .await
+        .unwrap();
     for url in [&c.gateway_url, &second] {
         let gw = connect(url, Some(ADMIN)).await;
-        wait_until("the missed change on each gateway", Duration::from_secs(2), || {
-            let gw = gw.clone();
-            async move { gw.get_endpoint("ghost").await.is_ok() && gw.get_endpoint("after").await.is_ok() }
-        })
+        wait_until(
+            "the missed change on each gateway",
+            Duration::from_secs(2),
+            || {
+                let gw = gw.clone();
+                async move {
+                    gw.get_endpoint("ghost").await.is_ok() && gw.get_endpoint("after").await.is_ok()
+                }
+            },
+        )
         .await;
     }
 }
@@ -197,11 +220,18 @@ async fn changes_keep_arriving_after_redis_restarts() {
     let second = c.start_gateway(gateway::GatewayConfig::default()).await;
     let admin = c.admin().await;
     let other = connect(&second, Some(ADMIN)).await;
-    admin.create_endpoint("before", pb::AuthMode::Key).await.unwrap();
-    wait_until("'before' on the second gateway", Duration::from_secs(2), || {
-        let other = other.clone();
-        async move { other.get_endpoint("before").await.is_ok() }
-    })
+    admin
+        .create_endpoint("before", pb::AuthMode::Key)
+        .await
+        .unwrap();
+    wait_until(
+        "'before' on the second gateway",
+        Duration::from_secs(2),
+        || {
+            let other = other.clone();
+            async move { other.get_endpoint("before").await.is_ok() }
+        },
+    )
     .await;
 
     // Same port, same data (AOF): the followers reconnect and go on from
@@ -217,13 +247,23 @@ async fn changes_keep_arriving_after_redis_restarts() {
             Ok(_) => break,
             // An earlier try got through but its answer did not.
             Err(e) if e.to_string().contains("already exists") => break,
-            Err(e) => assert!(Instant::now() < until, "no write to the restarted Redis: {e}"),
+            Err(e) => assert!(
+                Instant::now() < until,
+                "no write to the restarted Redis: {e}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_until("'after' on the second gateway", Duration::from_secs(3), || {
-        let other = other.clone();
-        async move { other.get_endpoint("after").await.is_ok() && other.get_endpoint("before").await.is_ok() }
-    })
+    wait_until(
+        "'after' on the second gateway",
+        Duration::from_secs(3),
+        || {
+            let other = other.clone();
+            async move {
+                other.get_endpoint("after").await.is_ok()
+                    && other.get_endpoint("before").await.is_ok()
+            }
+        },
+    )
     .await;
 }

@@ -1,0 +1,42 @@
+//! The snapshot's one-endpoint changes: keys follow their endpoint, and a
+//! view handed out before a change does not see it.
+
+use super::*;
+
+fn endpoint(name: &str, keys: [&str; 2]) -> EndpointRecord {
+    EndpointRecord {
+        name: name.into(),
+        auth_mode: AuthMode::Key,
+        description: String::new(),
+        deployments: Default::default(),
+        traffic: Default::default(),
+        mirror: None,
+        keys: keys.map(|k| KeyRecord {
+            hash: k.into(),
+            created_unix: 0,
+        }),
+    }
+}
+
+#[test]
+fn a_change_replaces_one_endpoint_and_its_keys() {
+    let mut snap = Snapshot::build(
+        1,
+        vec![endpoint("a", ["a1", "a2"]), endpoint("b", ["b1", "b2"])],
+        vec![],
+    );
+    let before = snap.clone();
+    // Key regenerated in slot 1.
+    snap.set("a", Some(endpoint("a", ["a1", "a3"])));
+    assert_eq!(snap.keys.get("a3"), Some(&("a".to_string(), 1)));
+    assert!(!snap.keys.contains_key("a2"));
+    assert_eq!(snap.keys.len(), 4);
+    snap.set("b", None);
+    assert!(!snap.endpoints.contains_key("b"));
+    assert!(!snap.keys.contains_key("b1") && !snap.keys.contains_key("b2"));
+    assert_eq!(snap.keys.len(), 2);
+    // The earlier view is untouched (readers holding it see no change).
+    assert_eq!(before.keys.get("a2"), Some(&("a".to_string(), 1)));
+    assert!(before.endpoints.contains_key("b"));
+    assert_eq!(before.keys.len(), 4);
+}
