@@ -15,7 +15,6 @@
 use client::Client;
 use client::proto::switchboard::v1 as pb;
 use gateway::store::{AuthMode, DeploymentRecord, EndpointRecord, KeyRecord};
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,7 +112,7 @@ fn record(name: &str) -> EndpointRecord {
         hash: gateway::secrets::hash(&format!("{name}-{i}")),
         created_unix: 1_764_633_600,
     };
-    let mut deployments = BTreeMap::new();
+    let mut deployments = litemap::LiteMap::new();
     deployments.insert(
         "blue".to_string(),
         DeploymentRecord {
@@ -128,7 +127,7 @@ fn record(name: &str) -> EndpointRecord {
         auth_mode: AuthMode::Key,
         description: String::new(),
         deployments,
-        traffic: [("blue".to_string(), 100)].into(),
+        traffic: [("blue".to_string(), 100)].into_iter().collect(),
         mirror: None,
         keys: [key(1), key(2)],
     }
