@@ -2,12 +2,13 @@
 //!
 //! For each size N it starts a fresh redis-server, writes N endpoint records
 //! straight into Redis (the bulk loader: no events, the gateways load them
-//! at start), starts two gateway processes (this binary, `gateway` mode, on
-//! a current-thread runtime like `switchboard gateway` on 2 cores), and
-//! measures through gateway A: create, update and delete latency, the CPU
-//! each gateway process spends per change (A writes and follows, B only
-//! follows), how long a change takes to be visible on B, and each
-//! gateway's resident memory once loaded.
+//! at start), and starts two gateway processes (this binary, `gateway`
+//! mode, on a current-thread runtime like `switchboard gateway` on 2
+//! cores). Then, through gateway A of each size in turn (blocks of 100
+//! changes, 10 rounds, so every size meets the same machine): create,
+//! update and delete latency, the CPU each gateway process spends per
+//! change (A writes and follows, B only follows), how long a change takes
+//! to be visible on B, and each gateway's resident memory once loaded.
 //!
 //!   cp_bench run [SIZES...]            (default 10 10000 100000)
 //!   cp_bench gateway REDIS_URL ADDR    (what `run` starts)
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ADMIN: &str = "bench-admin";
-/// Changes per measured phase.
-const CHANGES: usize = 1000;
+/// Rounds of measurement, and changes per size in each.
+const ROUNDS: usize = 10;
+const BLOCK: usize = 100;
 /// Unmeasured changes before the measured ones.
 const WARM_UP: usize = 200;
 /// Changes whose visibility on the second gateway is timed.
@@ -168,36 +170,6 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[i].as_secs_f64() * 1e3
 }
 
-struct Phase {
-    p50_ms: f64,
-    p99_ms: f64,
-    cpu_a_us: f64,
-    cpu_b_us: f64,
-}
-
-/// Runs `f(i)` for i in 0..CHANGES, one after another, timing each and
-/// the gateways' CPU over the whole phase.
-async fn phase<F, Fut>(pids: (u32, u32), mut f: F) -> Res<Phase>
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = Res<()>>,
-{
-    let (a0, b0) = (cpu_ns(pids.0)?, cpu_ns(pids.1)?);
-    let mut lat = Vec::with_capacity(CHANGES);
-    for i in 0..CHANGES {
-        let t = Instant::now();
-        f(i).await?;
-        lat.push(t.elapsed());
-    }
-    let per = |ns: u64| ns as f64 / 1e3 / CHANGES as f64;
-    Ok(Phase {
-        p50_ms: pct(&mut lat, 0.5),
-        p99_ms: pct(&mut lat, 0.99),
-        cpu_a_us: per(cpu_ns(pids.0)? - a0),
-        cpu_b_us: per(cpu_ns(pids.1)? - b0),
-    })
-}
-
 async fn connect(url: &str) -> Res<Client> {
     let until = Instant::now() + Duration::from_secs(600);
     loop {
@@ -229,131 +201,210 @@ async fn describe(c: &Client, name: &str, text: &str) -> Res<()> {
     Ok(())
 }
 
+/// One size's Redis and two gateways, with what was measured on them.
+struct Cluster {
+    n: usize,
+    _procs: Procs,
+    dir: std::path::PathBuf,
+    a: Client,
+    b: Client,
+    pids: (u32, u32),
+    load_s: f64,
+    rss_kib: (u64, u64),
+    /// Per kind of change: each change's latency, and each block's CPU
+    /// per change in A and in B (µs).
+    lat: [Vec<Duration>; 3],
+    cpu: [(Vec<f64>, Vec<f64>); 3],
+    seen: Vec<Duration>,
+}
+
+async fn start(exe: &std::path::Path, n: usize) -> Res<Cluster> {
+    let dir = std::env::temp_dir().join(format!("cp-bench-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let rp = free_port()?;
+    let mut procs = Procs(vec![
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &rp.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()?,
+    ]);
+    let redis = format!("redis://127.0.0.1:{rp}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while redis::Client::open(redis.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .is_err()
+    {
+        if Instant::now() > until {
+            return Err("redis-server did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bulk_load(&redis, n).await?;
+    let t = Instant::now();
+    let mut urls = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let child = Command::new(exe)
+            .args(["gateway", &redis, &addr])
+            .env("RUST_LOG", "warn")
+            .spawn()?;
+        pids.push(child.id());
+        procs.0.push(child);
+        urls.push(format!("http://{addr}"));
+    }
+    let (a, b) = (connect(&urls[0]).await?, connect(&urls[1]).await?);
+    let load_s = t.elapsed().as_secs_f64();
+    let rss_kib = (rss_kib(pids[0])?, rss_kib(pids[1])?);
+    Ok(Cluster {
+        n,
+        _procs: procs,
+        dir,
+        a,
+        b,
+        pids: (pids[0], pids[1]),
+        load_s,
+        rss_kib,
+        lat: Default::default(),
+        cpu: Default::default(),
+        seen: Vec::new(),
+    })
+}
+
+/// The i-th change of a kind: 0 creates `new-i`, 1 updates it, 2 deletes it.
+async fn change(c: &Cluster, kind: usize, i: usize) -> Res<()> {
+    let name = format!("new-{i:05}");
+    match kind {
+        0 => {
+            c.a.create_endpoint(&name, pb::AuthMode::Key).await?;
+        }
+        1 => describe(&c.a, &name, &format!("update {i}")).await?,
+        _ => {
+            c.a.management
+                .clone()
+                .delete_endpoint(pb::DeleteEndpointRequest { name })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Every size is set up first and measured in turns (a block of changes on
+/// each, round after round), so that all sizes meet the machine in the same
+/// state: on a shared machine a drift in its load would otherwise land on
+/// one size. CPU per change is the median over blocks.
 async fn run(sizes: &[usize]) -> Res<()> {
     let exe = std::env::current_exe()?;
-    println!(
-        "| endpoints | gateway load at start s | RSS A / B MiB | create p50 / p99 ms | update p50 / p99 ms | delete p50 / p99 ms | CPU per create A / B µs | per update A / B µs | per delete A / B µs | visible on B p50 / p99 ms |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut clusters = Vec::new();
     for &n in sizes {
-        let dir = std::env::temp_dir().join(format!("cp-bench-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let rp = free_port()?;
-        let mut procs = Procs(vec![
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &rp.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args(["--appendonly", "no", "--dir"])
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .spawn()?,
-        ]);
-        let redis = format!("redis://127.0.0.1:{rp}");
-        let until = Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(redis.as_str())?
-            .get_multiplexed_async_connection()
-            .await
-            .is_err()
-        {
-            if Instant::now() > until {
-                return Err("redis-server did not start".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bulk_load(&redis, n).await?;
-        let t = Instant::now();
-        let mut urls = Vec::new();
-        let mut pids = Vec::new();
-        for _ in 0..2 {
-            let addr = format!("127.0.0.1:{}", free_port()?);
-            let child = Command::new(&exe)
-                .args(["gateway", &redis, &addr])
-                .env("RUST_LOG", "warn")
-                .spawn()?;
-            pids.push(child.id());
-            procs.0.push(child);
-            urls.push(format!("http://{addr}"));
-        }
-        let (a, b) = (connect(&urls[0]).await?, connect(&urls[1]).await?);
-        let load_s = t.elapsed().as_secs_f64();
-        let (rss_a, rss_b) = (rss_kib(pids[0])?, rss_kib(pids[1])?);
-        let ids = (pids[0], pids[1]);
-        // Settle before measuring: right after a load the allocator is
-        // still returning the load's garbage (seen as extra CPU in
-        // whichever phase came first), and the first changes warm up
-        // connections and the script cache.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        clusters.push(start(&exe, n).await?);
+    }
+    // Settle: right after a load the allocator is still returning the
+    // load's garbage, and the first changes warm connections and the
+    // script cache.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for c in &clusters {
         for i in 0..WARM_UP {
-            describe(&a, &format!("bulk-{:06}", i % n), &format!("warm-up {i}")).await?;
+            describe(
+                &c.a,
+                &format!("bulk-{:06}", i % c.n),
+                &format!("warm-up {i}"),
+            )
+            .await?;
         }
-
-        let create = phase(ids, |i| {
-            let a = a.clone();
-            async move {
-                a.create_endpoint(&format!("new-{i:05}"), pb::AuthMode::Key)
-                    .await?;
-                Ok(())
+    }
+    for kind in 0..3 {
+        for round in 0..ROUNDS {
+            for c in clusters.iter_mut() {
+                let (a0, b0) = (cpu_ns(c.pids.0)?, cpu_ns(c.pids.1)?);
+                for j in 0..BLOCK {
+                    let t = Instant::now();
+                    change(c, kind, round * BLOCK + j).await?;
+                    c.lat[kind].push(t.elapsed());
+                }
+                let per = |ns: u64| ns as f64 / 1e3 / BLOCK as f64;
+                let (a1, b1) = (cpu_ns(c.pids.0)?, cpu_ns(c.pids.1)?);
+                c.cpu[kind].0.push(per(a1 - a0));
+                c.cpu[kind].1.push(per(b1 - b0));
             }
-        })
-        .await?;
-        let update = phase(ids, |i| {
-            let a = a.clone();
-            async move { describe(&a, &format!("new-{i:05}"), &format!("update {i}")).await }
-        })
-        .await?;
-        let mut seen = Vec::with_capacity(VISIBILITY);
-        for i in 0..VISIBILITY {
-            let name = format!("new-{i:05}");
-            let text = format!("visible {i}");
-            let t = Instant::now();
-            describe(&a, &name, &text).await?;
-            while b.get_endpoint(&name).await?.description != text {
-                if t.elapsed() > Duration::from_secs(10) {
-                    return Err(format!("change {i} never reached B").into());
+        }
+        if kind == 0 {
+            // Visibility while the created endpoints exist.
+            for round in 0..ROUNDS {
+                for c in clusters.iter_mut() {
+                    for j in 0..VISIBILITY / ROUNDS {
+                        let name = format!("new-{:05}", round * BLOCK + j);
+                        let text = format!("visible {round} {j}");
+                        let t = Instant::now();
+                        describe(&c.a, &name, &text).await?;
+                        while c.b.get_endpoint(&name).await?.description != text {
+                            if t.elapsed() > Duration::from_secs(10) {
+                                return Err(format!("{name} never reached B").into());
+                            }
+                        }
+                        c.seen.push(t.elapsed());
+                    }
                 }
             }
-            seen.push(t.elapsed());
         }
-        let delete = phase(ids, |i| {
-            let a = a.clone();
-            async move {
-                a.management
-                    .clone()
-                    .delete_endpoint(pb::DeleteEndpointRequest {
-                        name: format!("new-{i:05}"),
-                    })
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?;
+    }
+    println!(
+        "| endpoints | gateways loaded in s | RSS A / B MiB | create p50 / p99 ms | update p50 / p99 ms | delete p50 / p99 ms | CPU per create A / B µs | per update A / B µs | per delete A / B µs | visible on B p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for c in clusters.iter_mut() {
+        let [create, update, delete] = &mut c.lat;
         println!(
-            "| {n} | {load_s:.2} | {:.1} / {:.1} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} / {:.2} |",
-            rss_a as f64 / 1024.0,
-            rss_b as f64 / 1024.0,
-            create.p50_ms,
-            create.p99_ms,
-            update.p50_ms,
-            update.p99_ms,
-            delete.p50_ms,
-            delete.p99_ms,
-            create.cpu_a_us,
-            create.cpu_b_us,
-            update.cpu_a_us,
-            update.cpu_b_us,
-            delete.cpu_a_us,
-            delete.cpu_b_us,
-            pct(&mut seen, 0.5),
-            pct(&mut seen, 0.99),
+            "| {} | {:.2} | {:.1} / {:.1} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} / {:.2} |",
+            c.n,
+            c.load_s,
+            c.rss_kib.0 as f64 / 1024.0,
+            c.rss_kib.1 as f64 / 1024.0,
+            pct(create, 0.5),
+            pct(create, 0.99),
+            pct(update, 0.5),
+            pct(update, 0.99),
+            pct(delete, 0.5),
+            pct(delete, 0.99),
+            median(&c.cpu[0].0),
+            median(&c.cpu[0].1),
+            median(&c.cpu[1].0),
+            median(&c.cpu[1].1),
+            median(&c.cpu[2].0),
+            median(&c.cpu[2].1),
+            pct(&mut c.seen, 0.5),
+            pct(&mut c.seen, 0.99),
         );
-        drop(procs);
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let (Some(small), Some(big)) = (clusters.first(), clusters.last()) {
+        let per =
+            |kib: u64, m: u64| (kib as f64 - m as f64) * 1024.0 / (big.n - small.n).max(1) as f64;
+        println!(
+            "\ngateway RSS per endpoint ({} vs {} endpoints): A {:.0} B, B {:.0} B",
+            big.n,
+            small.n,
+            per(big.rss_kib.0, small.rss_kib.0),
+            per(big.rss_kib.1, small.rss_kib.1)
+        );
+    }
+    for c in &clusters {
+        let _ = std::fs::remove_dir_all(&c.dir);
     }
     Ok(())
 }
