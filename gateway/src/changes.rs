@@ -151,13 +151,13 @@ impl Follower {
     /// Applies a run of events: checks they follow on from the view without
     /// a gap, re-reads the records they name, and installs the result.
     async fn apply(&mut self, events: Vec<(String, String, i64)>) -> Result<Step, StoreError> {
-        let mut snap = (*self.store.snapshot()).clone();
+        let mut version = self.store.snapshot().version;
         let mut names: Vec<String> = Vec::with_capacity(events.len());
-        for (_, name, version) in &events {
-            if *version != snap.version + 1 {
+        for (_, name, v) in &events {
+            if *v != version + 1 {
                 return Ok(Step::Resync("missed change events"));
             }
-            snap.version = *version;
+            version = *v;
             if !names.contains(name) {
                 names.push(name.clone());
             }
@@ -165,9 +165,9 @@ impl Follower {
         let records = self.store.read(&names).await?;
         for (name, record) in names.iter().zip(records) {
             apply_route(&self.router, name, record.as_ref());
-            snap.set(name, record);
+            self.store.modify(|s| s.set(name, record));
         }
-        self.store.install(snap);
+        self.store.applied(version);
         if let Some((id, _, _)) = events.last() {
             self.stream_id = id.clone();
         }

@@ -205,6 +205,24 @@ impl Store {
         self.applied.send_replace(version);
     }
 
+    /// Changes the view in place when no request holds it (the usual case:
+    /// requests hold it for microseconds), else a copy of it (persistent
+    /// maps: O(log N) either way, but in place nothing is copied). Readers
+    /// see the view before or after `f`, never between. Only the follower
+    /// calls it; `f` should be one endpoint's change, as readers wait on it.
+    pub(crate) fn modify(&self, f: impl FnOnce(&mut Snapshot)) {
+        if let Ok(mut s) = self.snapshot.write() {
+            f(Arc::make_mut(&mut s));
+        }
+    }
+
+    /// Marks every change up to `version` as applied: writers waiting on
+    /// it go on, and later views report it.
+    pub(crate) fn applied(&self, version: i64) {
+        self.modify(|s| s.version = version);
+        self.applied.send_replace(version);
+    }
+
     /// Everything, with the stream position that matches it: the position,
     /// the version and the names are read in one transaction, so the first
     /// event after the position is exactly version + 1.
