@@ -5,7 +5,7 @@
 //! at start), and starts two gateway processes (this binary, `gateway`
 //! mode, on a current-thread runtime like `switchboard gateway` on 2
 //! cores). Then, through gateway A of each size in turn (blocks of 100
-//! changes, 10 rounds, so every size meets the same machine): create,
+//! changes, 30 rounds, so every size meets the same machine): create,
 //! update and delete latency, the CPU each gateway process spends per
 //! change (A writes and follows, B only follows), how long a change takes
 //! to be visible on B, and each gateway's resident memory once loaded.
@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ADMIN: &str = "bench-admin";
 /// Rounds of measurement, and changes per size in each.
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 30;
 const BLOCK: usize = 100;
 /// Unmeasured changes before the measured ones.
 const WARM_UP: usize = 200;
