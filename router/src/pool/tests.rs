@@ -122,14 +122,8 @@ fn a_success_resets_the_failure_count() {
         r.record_transport_failure();
     }
     r.record_success();
-    // The count starts again: EJECT_AFTER - 1 more failures do not eject...
-    for _ in 1..EJECT_AFTER {
-        assert!(!r.record_transport_failure());
-    }
-    assert!(!r.is_ejected());
-    // ...the EJECT_AFTER-th in a row does.
-    assert!(r.record_transport_failure());
-    assert!(r.is_ejected());
+    // The count starts again.
+    assert_ejected_by_exactly_eject_after_failures(&r);
 }
 
 #[test]
@@ -160,6 +154,12 @@ fn readmission_starts_the_failure_count_afresh() {
     let r = replica("a");
     eject(&r);
     r.readmit();
+    assert_ejected_by_exactly_eject_after_failures(&r);
+}
+
+/// EJECT_AFTER - 1 failures in a row leave `r` in the pool; the
+/// EJECT_AFTER-th ejects it (and says so).
+fn assert_ejected_by_exactly_eject_after_failures(r: &Replica) {
     for _ in 1..EJECT_AFTER {
         assert!(!r.record_transport_failure());
         assert!(!r.is_ejected());
