@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod changes;
 pub mod gate;
 mod infer;
 pub mod jobs;

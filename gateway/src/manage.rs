@@ -4,7 +4,6 @@
 //! also call and which therefore checks its caller here.
 
 use crate::auth::{authorize_token_issue, principal};
-use crate::routes::apply_routes;
 use crate::secrets;
 use crate::store::{
     AuthMode, DeploymentRecord, EndpointRecord, KeyRecord, Mirror, Store, StoreError,
@@ -12,8 +11,13 @@ use crate::store::{
 use proto::switchboard::v1 as pb;
 use proto::switchboard::v1::management_server::Management;
 use router::Router;
+use std::ops::Bound;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+
+/// Endpoints per ListEndpoints page: unless asked, and at most.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
 
 fn status(e: StoreError) -> Status {
     match e {
@@ -116,9 +120,9 @@ impl ManagementService {
         Ok(self.done(&rec))
     }
 
-    /// After a write: routes follow at once, not at the next refresh.
+    /// After a write. The store answered once this gateway's follower had
+    /// applied the change, so routes already follow it.
     fn done(&self, rec: &EndpointRecord) -> Response<pb::Endpoint> {
-        apply_routes(&self.store.snapshot(), &self.router);
         Response::new(self.to_pb(rec))
     }
 
@@ -127,7 +131,7 @@ impl ManagementService {
             .snapshot()
             .endpoints
             .get(name)
-            .cloned()
+            .map(|e| EndpointRecord::clone(e))
             .ok_or_else(|| Status::not_found(format!("endpoint '{name}' not found")))
     }
 }
@@ -152,7 +156,6 @@ impl Management for ManagementService {
             keys: [k1, k2],
         };
         self.store.create(record.clone()).await.map_err(status)?;
-        apply_routes(&self.store.snapshot(), &self.router);
         Ok(Response::new(pb::CreateEndpointResponse {
             endpoint: Some(self.to_pb(&record)),
             primary_key: primary,
@@ -187,13 +190,36 @@ impl Management for ManagementService {
 
     async fn list_endpoints(
         &self,
-        _: Request<pb::ListEndpointsRequest>,
+        r: Request<pb::ListEndpointsRequest>,
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
+        let r = r.into_inner();
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        // The token is the last name of the page before: the view is
+        // ordered by name, so the next page starts just after it, in
+        // O(log N), and endpoints created or deleted in between shift no
+        // page boundary.
+        let after = match r.page_token.as_str() {
+            "" => Bound::Unbounded,
+            t => Bound::Excluded(t),
+        };
         let snap = self.store.snapshot();
-        let mut endpoints: Vec<pb::Endpoint> =
-            snap.endpoints.values().map(|e| self.to_pb(e)).collect();
-        endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Response::new(pb::ListEndpointsResponse { endpoints }))
+        let mut page = snap.endpoints.range::<_, str>((after, Bound::Unbounded));
+        let endpoints: Vec<pb::Endpoint> = page
+            .by_ref()
+            .take(size)
+            .map(|(_, e)| self.to_pb(e))
+            .collect();
+        let next_page_token = match (page.next(), endpoints.last()) {
+            (Some(_), Some(last)) => last.name.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListEndpointsResponse {
+            endpoints,
+            next_page_token,
+        }))
     }
 
     async fn delete_endpoint(
@@ -204,7 +230,6 @@ impl Management for ManagementService {
             .delete(&r.into_inner().name)
             .await
             .map_err(status)?;
-        apply_routes(&self.store.snapshot(), &self.router);
         Ok(Response::new(pb::DeleteEndpointResponse {}))
     }
 

@@ -5,13 +5,13 @@
 
 use crate::admin::admin_gate;
 use crate::auth::Authenticator;
+use crate::changes::Follower;
 use crate::gate::GateLayer;
 use crate::infer::GatewayV2;
 use crate::jobs::JobsService;
 use crate::limits::RateLimiter;
 use crate::manage::ManagementService;
 use crate::oversize::OversizeStatusLayer;
-use crate::routes::apply_routes;
 use crate::store::{Store, StoreError};
 use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -34,8 +34,9 @@ pub struct GatewayConfig {
     pub max_message: usize,
     /// Requests per second per credential; 0 = unlimited.
     pub rate_limit: u32,
-    /// How often the control plane and the worker registry are re-read
-    /// (the registry also at once when a worker joins or leaves).
+    /// How often the worker registry is re-read (also at once when a
+    /// worker joins or leaves). Control-plane changes arrive as events, with
+    /// no interval.
     pub refresh: Duration,
     /// On shutdown, how long calls in flight may take to finish.
     pub drain_timeout: Duration,
@@ -71,11 +72,12 @@ pub async fn serve(
 ) -> Result<(), GatewayError> {
     let conn = redis_conn::connect(&config.redis_url).await?;
     let client = redis_conn::client(&config.redis_url)?;
-    let store = Arc::new(Store::open(client.clone(), conn.clone()).await?);
+    let store = Arc::new(Store::new(conn.clone()));
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
     }));
-    apply_routes(&store.snapshot(), &router);
+    let follower = Follower::start(&config.redis_url, store.clone(), router.clone()).await?;
+    let follower = tokio::spawn(follower.run());
     let mut registry = conn.clone();
     if let Ok(workers) = registry::discover(&mut registry).await {
         router.set_workers(&workers);
@@ -83,7 +85,6 @@ pub async fn serve(
     let changed = Arc::new(tokio::sync::Notify::new());
     let follow = tokio::spawn(registry::follow_changes(client.clone(), changed.clone()));
     let background = tokio::spawn(keep_in_sync(
-        store.clone(),
         router.clone(),
         registry,
         config.refresh,
@@ -149,13 +150,13 @@ pub async fn serve(
     .await;
     background.abort();
     follow.abort();
+    follower.abort();
     Ok(result?)
 }
 
-/// Follows the control plane and the worker registry. Errors are logged and
-/// the last good view kept, so the gateway serves on while Redis is away.
+/// Follows the worker registry. Errors are logged and the last good view
+/// kept, so the gateway serves on while Redis is away.
 async fn keep_in_sync(
-    store: Arc<Store>,
     router: Arc<Router>,
     mut registry: redis::aio::ConnectionManager,
     every: Duration,
@@ -171,20 +172,16 @@ async fn keep_in_sync(
             _ = tick.tick() => {}
             () = changed.notified() => {}
         }
-        let cp = store.refresh().await;
-        if let Ok(true) = cp {
-            apply_routes(&store.snapshot(), &router);
-        }
         let workers = registry::discover(&mut registry).await;
         if let Ok(w) = &workers {
             router.set_workers(w);
         }
-        let ok = cp.is_ok() && workers.is_ok();
+        let ok = workers.is_ok();
         if ok != redis_ok {
             if ok {
-                info!("control plane reachable again");
+                info!("worker registry reachable again");
             } else {
-                warn!("control plane unreachable; serving from the last view");
+                warn!("worker registry unreachable; routing to the last known workers");
             }
             redis_ok = ok;
         }

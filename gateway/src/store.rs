@@ -1,25 +1,41 @@
 //! Control-plane state in Redis: endpoints with their deployments, traffic,
-//! mirror and key hashes. Every gateway keeps a snapshot and reloads it when
-//! the version counter moves, so a restarted or second gateway sees the same
-//! state, and a gateway keeps serving from its snapshot while Redis is away.
+//! mirror and key hashes. Every write changes one record, moves the version
+//! counter and appends one event (endpoint, version) to the change stream,
+//! all in one script; every gateway keeps a snapshot and follows the stream
+//! (`changes.rs`), re-reading only the records that changed. A gateway keeps
+//! serving from its snapshot while Redis is away.
 //!
 //! Keys: `sb:endpoints` (set), `sb:endpoint:{name}` (JSON),
-//! `sb:cp:version` (counter), `sb:token-secret`.
+//! `sb:cp:version` (counter), `sb:cp:changes` (stream), `sb:token-secret`.
 
 use crate::secrets;
+use litemap::LiteMap;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use thiserror::Error;
+use tokio::sync::watch;
 use tracing::warn;
 
-const ENDPOINTS: &str = "sb:endpoints";
-const VERSION: &str = "sb:cp:version";
+pub const ENDPOINTS: &str = "sb:endpoints";
+pub const VERSION: &str = "sb:cp:version";
+pub const CHANGES: &str = "sb:cp:changes";
 const TOKEN_SECRET: &str = "sb:token-secret";
 
-fn key(name: &str) -> String {
+/// Events kept on the change stream (approximately; trimming is lazy). A
+/// gateway that falls further behind than this reloads everything.
+const CHANGES_KEPT: usize = 10_000;
+/// Records read per MGET in a full load, so one reply stays small and Redis
+/// serves others in between.
+const LOAD_CHUNK: usize = 1000;
+/// How long a write waits for this gateway's follower to apply it, so that
+/// the writer reads its own write; past it the answer goes out anyway (the
+/// change is committed and the follower will get there).
+const READ_YOUR_WRITE: Duration = Duration::from_secs(2);
+
+pub fn key(name: &str) -> String {
     format!("sb:endpoint:{name}")
 }
 
@@ -61,9 +77,12 @@ pub struct EndpointRecord {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
-    pub deployments: BTreeMap<String, DeploymentRecord>,
+    /// Sorted vectors rather than B-trees: an endpoint has a handful of
+    /// deployments, and a B-tree's first node is sized for eleven (~1 KiB
+    /// here), which at 100,000 endpoints in every gateway adds up.
+    pub deployments: LiteMap<String, DeploymentRecord>,
     #[serde(default)]
-    pub traffic: BTreeMap<String, u32>,
+    pub traffic: LiteMap<String, u32>,
     #[serde(default)]
     pub mirror: Option<Mirror>,
     /// Primary and secondary key hashes.
@@ -84,13 +103,18 @@ pub enum StoreError {
     Conflict,
 }
 
-/// An immutable view of the control plane.
-#[derive(Debug, Default)]
+/// An immutable view of the control plane. The maps are persistent (imbl):
+/// a view with one endpoint changed shares everything else with the old
+/// one, so a change costs O(log N) and readers holding the old view are
+/// undisturbed.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
+    /// The last change applied: every change up to it is in this view.
     pub version: i64,
-    pub endpoints: HashMap<String, EndpointRecord>,
+    /// Ordered, so that listing pages by name.
+    pub endpoints: imbl::OrdMap<String, Arc<EndpointRecord>>,
     /// key hash -> (endpoint, slot)
-    pub keys: HashMap<String, (String, usize)>,
+    pub keys: imbl::HashMap<String, (String, usize)>,
     pub token_secret: Vec<u8>,
 }
 
@@ -102,177 +126,247 @@ impl Snapshot {
         endpoints: Vec<EndpointRecord>,
         token_secret: Vec<u8>,
     ) -> Self {
-        let mut keys = HashMap::new();
-        for e in &endpoints {
-            for (slot, k) in e.keys.iter().enumerate() {
-                keys.insert(k.hash.clone(), (e.name.clone(), slot));
+        let mut snap = Snapshot {
+            version,
+            token_secret,
+            ..Default::default()
+        };
+        for e in endpoints {
+            snap.set(&e.name.clone(), Some(e));
+        }
+        snap
+    }
+
+    /// Replaces (Some) or removes (None) one endpoint and its keys.
+    pub(crate) fn set(&mut self, name: &str, record: Option<EndpointRecord>) {
+        if let Some(old) = self.endpoints.remove(name) {
+            for k in &old.keys {
+                if self.keys.get(&k.hash).is_some_and(|(e, _)| e == name) {
+                    self.keys.remove(&k.hash);
+                }
             }
         }
-        let endpoints = endpoints.into_iter().map(|e| (e.name.clone(), e)).collect();
-        Snapshot {
-            version,
-            endpoints,
-            keys,
-            token_secret,
+        if let Some(e) = record {
+            for (slot, k) in e.keys.iter().enumerate() {
+                self.keys.insert(k.hash.clone(), (e.name.clone(), slot));
+            }
+            self.endpoints.insert(name.to_string(), Arc::new(e));
         }
     }
 }
 
+/// Where a full load left the change stream: follow it from here.
+pub(crate) struct Loaded {
+    pub snapshot: Snapshot,
+    pub stream_id: String,
+}
+
 pub struct Store {
     conn: ConnectionManager,
-    /// Transactions get a connection of their own (see `update`).
-    client: redis::Client,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// One update at a time per gateway: concurrent ones on the same record
-    /// would only conflict and retry.
-    updating: tokio::sync::Mutex<()>,
+    /// The version the follower has applied; writers wait on it.
+    applied: watch::Sender<i64>,
+    commit: redis::Script,
+}
+
+fn parse(name: &str, json: Option<String>) -> Option<EndpointRecord> {
+    match json.map(|v| serde_json::from_str::<EndpointRecord>(&v)) {
+        Some(Ok(e)) => Some(e),
+        Some(Err(e)) => {
+            warn!(endpoint = %name, error = %e, "unreadable endpoint record skipped");
+            None
+        }
+        None => None,
+    }
 }
 
 impl Store {
-    /// Loads the state once; fails if Redis cannot be reached at start.
-    pub async fn open(client: redis::Client, conn: ConnectionManager) -> Result<Self, StoreError> {
-        let store = Store {
+    /// An empty store; the follower (`changes::Follower::start`) loads it.
+    pub fn new(conn: ConnectionManager) -> Self {
+        Store {
             conn,
-            client,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            updating: Default::default(),
-        };
-        store.reload().await?;
-        Ok(store)
+            applied: watch::channel(0).0,
+            commit: redis::Script::new(include_str!("store/commit.lua")),
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Reloads when another writer moved the version. Returns whether the
-    /// snapshot changed. On a Redis error the old snapshot stays.
-    pub async fn refresh(&self) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let v: Option<i64> = conn.get(VERSION).await?;
-        if v.unwrap_or(0) == self.snapshot().version && !self.snapshot().token_secret.is_empty() {
-            return Ok(false);
+    /// Puts a new view in place. Only the follower calls it, so views are
+    /// installed in order.
+    pub(crate) fn install(&self, snap: Snapshot) {
+        let version = snap.version;
+        if let Ok(mut s) = self.snapshot.write() {
+            *s = Arc::new(snap);
         }
-        self.reload().await?;
-        Ok(true)
+        self.applied.send_replace(version);
     }
 
-    async fn reload(&self) -> Result<(), StoreError> {
+    /// Changes the view in place when no request holds it (the usual case:
+    /// requests hold it for microseconds), else a copy of it (persistent
+    /// maps: O(log N) either way, but in place nothing is copied). Readers
+    /// see the view before or after `f`, never between. Only the follower
+    /// calls it; `f` should be one endpoint's change, as readers wait on it.
+    pub(crate) fn modify(&self, f: impl FnOnce(&mut Snapshot)) {
+        if let Ok(mut s) = self.snapshot.write() {
+            f(Arc::make_mut(&mut s));
+        }
+    }
+
+    /// Marks every change up to `version` as applied: writers waiting on
+    /// it go on, and later views report it.
+    pub(crate) fn applied(&self, version: i64) {
+        self.modify(|s| s.version = version);
+        self.applied.send_replace(version);
+    }
+
+    /// Everything, with the stream position that matches it: the position,
+    /// the version and the names are read in one transaction, so the first
+    /// event after the position is exactly version + 1.
+    pub(crate) async fn load_all(&self) -> Result<Loaded, StoreError> {
         let mut conn = self.conn.clone();
         // The secret that signs tokens is made once, by whichever gateway
         // comes first.
         let _: bool = conn.set_nx(TOKEN_SECRET, secrets::new_secret()).await?;
-        let (version, names, secret): (Option<i64>, Vec<String>, String) = redis::pipe()
+        let (last, version, names, secret): (
+            redis::streams::StreamRangeReply,
+            Option<i64>,
+            Vec<String>,
+            Option<String>,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("XREVRANGE")
+            .arg(CHANGES)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
             .get(VERSION)
             .smembers(ENDPOINTS)
             .get(TOKEN_SECRET)
             .query_async(&mut conn)
             .await?;
         let mut endpoints = Vec::with_capacity(names.len());
-        if !names.is_empty() {
-            let keys: Vec<String> = names.iter().map(|n| key(n)).collect();
-            let values: Vec<Option<String>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-            for (name, v) in names.iter().zip(values) {
-                match v.map(|v| serde_json::from_str::<EndpointRecord>(&v)) {
-                    Some(Ok(e)) => endpoints.push(e),
-                    Some(Err(e)) => {
-                        warn!(endpoint = %name, error = %e, "unreadable endpoint record skipped")
-                    }
-                    None => {}
-                }
-            }
+        for chunk in names.chunks(LOAD_CHUNK) {
+            endpoints.extend(self.read(chunk).await?.into_iter().flatten());
         }
-        let snap = Snapshot::build(version.unwrap_or(0), endpoints, secret.into_bytes());
-        // Reloads race (background refresh, writes); never go back to an
-        // older version.
-        if let Ok(mut s) = self.snapshot.write()
-            && snap.version >= s.version
-        {
-            *s = Arc::new(snap);
+        let stream_id = last
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_string(), |e| e.id.clone());
+        Ok(Loaded {
+            snapshot: Snapshot::build(
+                version.unwrap_or(0),
+                endpoints,
+                secret.unwrap_or_default().into_bytes(),
+            ),
+            stream_id,
+        })
+    }
+
+    /// The current records of `names` (None where deleted), in one round trip.
+    pub(crate) async fn read(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<Option<EndpointRecord>>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = names.iter().map(|n| key(n)).collect();
+        let values: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        Ok(names.iter().zip(values).map(|(n, v)| parse(n, v)).collect())
+    }
+
+    /// Runs the commit script; answers the new version or the script's
+    /// refusal (-1 not found, -2 changed meanwhile, -3 exists).
+    async fn commit(
+        &self,
+        op: &str,
+        name: &str,
+        json: &str,
+        expected: &str,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(self
+            .commit
+            .key(key(name))
+            .key(ENDPOINTS)
+            .key(VERSION)
+            .key(CHANGES)
+            .arg(op)
+            .arg(name)
+            .arg(json)
+            .arg(expected)
+            .arg(CHANGES_KEPT)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// Waits until this gateway's follower has applied `version`, so that
+    /// the writer's next read sees its write. Bounded: see READ_YOUR_WRITE.
+    async fn seen(&self, version: i64) {
+        let mut rx = self.applied.subscribe();
+        let _ = tokio::time::timeout(READ_YOUR_WRITE, rx.wait_for(|v| *v >= version)).await;
     }
 
     pub async fn create(&self, record: EndpointRecord) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
         let json =
             serde_json::to_string(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let created: bool = conn.set_nx(key(&record.name), json).await?;
-        if !created {
-            return Err(StoreError::Exists(record.name));
+        match self.commit("create", &record.name, &json, "").await? {
+            -3 => Err(StoreError::Exists(record.name)),
+            v => {
+                self.seen(v).await;
+                Ok(())
+            }
         }
-        let _: () = redis::pipe()
-            .sadd(ENDPOINTS, &record.name)
-            .ignore()
-            .incr(VERSION, 1)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        self.reload().await
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let (removed,): (i64,) = redis::pipe()
-            .del(key(name))
-            .srem(ENDPOINTS, name)
-            .ignore()
-            .incr(VERSION, 1)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        if removed == 0 {
-            return Err(StoreError::NotFound(name.to_string()));
+        match self.commit("delete", name, "", "").await? {
+            -1 => Err(StoreError::NotFound(name.to_string())),
+            v => {
+                self.seen(v).await;
+                Ok(())
+            }
         }
-        self.reload().await
     }
 
-    /// Read-modify-write of one endpoint under WATCH, so two gateways
+    /// Read-modify-write of one endpoint: the script writes only if the
+    /// record is still what was read (compare-and-set), so two gateways
     /// changing it at once do not lose either change.
     pub async fn update<T>(
         &self,
         name: &str,
         f: impl Fn(&mut EndpointRecord) -> Result<T, StoreError>,
     ) -> Result<(EndpointRecord, T), StoreError> {
-        let _one_at_a_time = self.updating.lock().await;
-        // WATCH holds for one connection: the shared manager may reconnect
-        // under us (another task's error), silently dropping the WATCH, so
-        // the transaction runs on a connection of its own.
-        let mut conn = self.client.get_multiplexed_async_connection().await?;
+        let mut conn = self.conn.clone();
         for _ in 0..8 {
-            let _: () = redis::cmd("WATCH")
-                .arg(key(name))
-                .query_async(&mut conn)
-                .await?;
             let current: Option<String> = conn.get(key(name)).await?;
-            let Some(mut record) =
-                current.and_then(|j| serde_json::from_str::<EndpointRecord>(&j).ok())
-            else {
-                let _: () = redis::cmd("UNWATCH").query_async(&mut conn).await?;
+            let Some(current) = current else {
                 return Err(StoreError::NotFound(name.to_string()));
             };
-            let out = match f(&mut record) {
-                Ok(out) => out,
-                Err(e) => {
-                    let _: () = redis::cmd("UNWATCH").query_async(&mut conn).await?;
-                    return Err(e);
-                }
-            };
+            let mut record = serde_json::from_str::<EndpointRecord>(&current)
+                .map_err(|_| StoreError::NotFound(name.to_string()))?;
+            let out = f(&mut record)?;
             let json =
                 serde_json::to_string(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            // EXEC answers nil when the watched key changed meanwhile.
-            let done: Option<(String, i64)> = redis::pipe()
-                .atomic()
-                .set(key(name), json)
-                .incr(VERSION, 1)
-                .query_async(&mut conn)
-                .await?;
-            if done.is_some() {
-                self.reload().await?;
-                return Ok((record, out));
+            match self.commit("put", name, &json, &current).await? {
+                -1 => return Err(StoreError::NotFound(name.to_string())),
+                -2 => continue,
+                v => {
+                    self.seen(v).await;
+                    return Ok((record, out));
+                }
             }
         }
         Err(StoreError::Conflict)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -103,6 +103,23 @@ impl Router {
         *current = next;
     }
 
+    /// Replaces (Some) or removes (None) one endpoint's route, keeping its
+    /// round-robin position when the split did not change, as `set_routes`.
+    pub fn set_route(&self, endpoint: &str, route: Option<EndpointRoute>) {
+        let Ok(mut current) = self.routes.write() else {
+            return;
+        };
+        match route {
+            Some(r) if current.get(endpoint).is_some_and(|old| old.same_split(&r)) => {}
+            Some(r) => {
+                current.insert(endpoint.to_string(), Arc::new(r));
+            }
+            None => {
+                current.remove(endpoint);
+            }
+        }
+    }
+
     /// Rebuilds the replica pools from the registry, keeping existing
     /// replicas (their connections and counters) where the worker is the same.
     pub fn set_workers(&self, workers: &[WorkerRecord]) {

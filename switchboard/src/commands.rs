@@ -97,8 +97,16 @@ pub enum EndpointCmd {
         #[arg(long)]
         description: Option<String>,
     },
-    /// Every endpoint.
-    List,
+    /// Endpoints by name, a page at a time; when there are more, stderr
+    /// says how to ask for the next page.
+    List {
+        /// Endpoints per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Where to continue, as printed after the page before.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
     /// One endpoint: auth, traffic, mirror, deployments and their replicas.
     Show { name: String },
     /// Remove an endpoint, its deployments and keys.
@@ -219,12 +227,22 @@ pub async fn endpoint(a: Group<EndpointCmd>) -> Result<()> {
                 .into_inner();
             output::endpoint(&e)
         }
-        EndpointCmd::List => output::endpoints(
-            &m.list_endpoints(pb::ListEndpointsRequest {})
+        EndpointCmd::List {
+            page_size,
+            page_token,
+        } => {
+            let page = m
+                .list_endpoints(pb::ListEndpointsRequest {
+                    page_size,
+                    page_token,
+                })
                 .await?
-                .into_inner()
-                .endpoints,
-        ),
+                .into_inner();
+            if !page.next_page_token.is_empty() {
+                eprintln!("more: --page-token {}", page.next_page_token);
+            }
+            output::endpoints(&page.endpoints)
+        }
         EndpointCmd::Show { name } => output::endpoint(
             &m.get_endpoint(pb::GetEndpointRequest { name })
                 .await?

@@ -131,6 +131,15 @@ async fn client_commands_end_to_end() {
             let mut names: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
             names.sort();
             assert_eq!(names, ["digits", "fraud"], "{list}");
+            // A page at a time: the first page names where the next starts.
+            let first = sb(&url, admin, &["endpoint", "list", "--page-size", "1"]);
+            let names: Vec<String> = json(&ok(first.clone())).as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+            assert_eq!(names, ["digits"]);
+            let more = String::from_utf8_lossy(&first.stderr).to_string();
+            assert!(more.contains("more: --page-token digits"), "{more}");
+            let second = sb(&url, admin, &["endpoint", "list", "--page-size", "1", "--page-token", "digits"]);
+            assert!(!String::from_utf8_lossy(&second.stderr).contains("more:"), "no page after the last");
+            assert_eq!(json(&ok(second))[0]["name"], "fraud");
             let rows = table(&ok(sb(&url, admin, &["endpoint", "list", "--output", "table"])));
             assert_eq!(rows.len(), 3, "{rows:?}");
             assert_eq!(rows[0][0], "NAME");

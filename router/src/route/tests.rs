@@ -134,6 +134,27 @@ fn an_unchanged_split_keeps_the_rotation_position() {
 }
 
 #[test]
+fn one_endpoints_route_changes_alone() {
+    let router = router_with(endpoint(&["blue"], &[("blue", 100)], None));
+    let other = || endpoint(&["a", "b"], &[("a", 50), ("b", 50)], None);
+    router.set_route("other", Some(other()));
+    assert_eq!(router.choose("other", None).unwrap(), "a");
+    // The same split again (a change to the endpoint's description, say)
+    // keeps the rotation; a new split takes effect at the next pick.
+    router.set_route("other", Some(other()));
+    assert_eq!(router.choose("other", None).unwrap(), "b");
+    router.set_route("other", Some(endpoint(&["a", "b"], &[("b", 100)], None)));
+    assert_eq!(router.choose("other", None).unwrap(), "b");
+    assert_eq!(router.choose(EP, None).unwrap(), "blue");
+    router.set_route("other", None);
+    assert_eq!(
+        router.choose("other", None).unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(router.choose(EP, None).unwrap(), "blue");
+}
+
+#[test]
 fn a_pin_bypasses_the_weights() {
     // green takes no traffic, but can be pinned (a canary under test).
     let router = router_with(endpoint(
