@@ -8,7 +8,7 @@ use crate::auth::Authenticator;
 use crate::gate::GateLayer;
 use crate::infer::GatewayV2;
 use crate::jobs::JobsService;
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimitLayer, RateLimiter};
 use crate::manage::ManagementService;
 use crate::oversize::OversizeStatusLayer;
 use crate::routes::apply_routes;
@@ -82,7 +82,7 @@ pub async fn serve(
         config.refresh,
     ));
 
-    let limits = RateLimiter::new(config.rate_limit);
+    let limits = RateLimiter::new(config.rate_limit, Some(conn.clone()));
     let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(
         store.clone(),
         router.clone(),
@@ -107,7 +107,7 @@ pub async fn serve(
             store.clone(),
             config.admin_key.as_deref(),
         )))
-        .layer(GateLayer(limits))
+        .layer(RateLimitLayer(limits))
         .into_inner();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
     let result = tonic::transport::Server::builder()
