@@ -290,7 +290,7 @@ impl GrpcInferenceService for GatewayV2 {
                 let (svc, p, pin) = (svc.clone(), p.clone(), pin.clone());
                 async move {
                     crate::auth::still_valid(&p, &svc.store.snapshot())?;
-                    svc.limits.check_principal(&p)?;
+                    svc.limits.check_principal(&p).await?;
                     svc.infer(&p, pin, deadline, req).await
                 }
             },

@@ -9,7 +9,7 @@ use crate::changes::Follower;
 use crate::gate::GateLayer;
 use crate::infer::GatewayV2;
 use crate::jobs::JobsService;
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimitLayer, RateLimiter};
 use crate::manage::ManagementService;
 use crate::oversize::OversizeStatusLayer;
 use crate::store::{Store, StoreError};
@@ -94,7 +94,7 @@ pub async fn serve(
     let health = Health::new(&[health::INFERENCE]).await;
     health.set(true).await;
 
-    let limits = RateLimiter::new(config.rate_limit);
+    let limits = RateLimiter::new(config.rate_limit, Some(conn.clone()));
     let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(
         store.clone(),
         router.clone(),
@@ -120,7 +120,7 @@ pub async fn serve(
             store.clone(),
             config.admin_key.as_deref(),
         )))
-        .layer(GateLayer(limits))
+        .layer(RateLimitLayer(limits))
         .into_inner();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
     let router = tonic::transport::Server::builder()

@@ -10,6 +10,7 @@ use client::proto::inference::{
 };
 use client::proto::switchboard::v1 as pb;
 use common::*;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
 /// One call with exactly the `authorization` header given (or none).
@@ -525,4 +526,78 @@ async fn a_key_regenerated_while_its_stream_is_open_stops_working_on_it() {
         "{}",
         second.error_message
     );
+}
+
+/// `--rate-limit` counts per credential across every gateway on the Redis:
+/// 600/s offered through two gateways for 10 s against a limit of 200/s
+/// admits 200/s, and refuses the rest with RESOURCE_EXHAUSTED. (Each
+/// gateway counting alone would admit 400/s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_across_gateways() {
+    let mut opts = Options::default();
+    opts.gateway.rate_limit = 200;
+    let c = Cluster::start(opts).await;
+    let mut second = gateway::GatewayConfig::default();
+    second.rate_limit = 200;
+    let second = c.start_gateway(second).await;
+    let key = c.deploy_digits().await;
+    for url in [&c.gateway_url, &second] {
+        c.wait_routable(url, "digits", &["blue", "green"]).await;
+    }
+    let (a, b) = tokio::join!(
+        offer(&c.gateway_url, &key, 300.0, 10.0),
+        offer(&second, &key, 300.0, 10.0)
+    );
+    let calls: Vec<_> = a.into_iter().chain(b).collect();
+    let offered = calls.len() as f64 / 10.0;
+    assert!(offered > 500.0, "the load offered only {offered:.0}/s");
+    let refusals: Vec<_> = calls.iter().filter_map(|(_, r)| r.err()).collect();
+    assert!(
+        refusals.iter().all(|c| *c == Code::ResourceExhausted),
+        "refusals other than RESOURCE_EXHAUSTED: {refusals:?}"
+    );
+    // Admitted per second of wall time, counted by when each call was
+    // actually sent (a busy machine sends some late, in bursts), over the
+    // run's middle 8 s.
+    let start = calls.iter().map(|(at, _)| *at).min().unwrap();
+    let (from, to) = (
+        start + Duration::from_secs(1),
+        start + Duration::from_secs(9),
+    );
+    let admitted = calls
+        .iter()
+        .filter(|(at, r)| r.is_ok() && (from..to).contains(at))
+        .count() as f64
+        / 8.0;
+    assert!(
+        (180.0..=220.0).contains(&admitted),
+        "admitted {admitted:.0}/s across two gateways, offered {offered:.0}/s"
+    );
+}
+
+/// Calls digits through `url` at `rate` a second for `secs` (open loop: a
+/// late tick is caught up, not skipped); each call's send time and outcome.
+async fn offer(url: &str, key: &str, rate: f64, secs: f64) -> Vec<(Instant, Result<(), Code>)> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut calls = tokio::task::JoinSet::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        let mut client = GrpcInferenceServiceClient::new(channel.clone());
+        let mut r = tonic::Request::new(digits());
+        r.metadata_mut().insert("authorization", auth.clone());
+        calls.spawn(async move {
+            let at = Instant::now();
+            let outcome = client.model_infer(r).await;
+            (at, outcome.map(|_| ()).map_err(|s| s.code()))
+        });
+    }
+    calls.join_all().await
 }
