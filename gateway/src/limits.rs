@@ -25,9 +25,11 @@ use tower::{Layer, Service};
 use tracing::warn;
 
 /// How long a request may wait for a draw before the gateway limits on its
-/// own: a draw is one Redis round trip, well under a millisecond when
-/// Redis is healthy.
-const DRAW_TIMEOUT: Duration = Duration::from_millis(50);
+/// own. A draw is one Redis round trip, well under a millisecond when Redis
+/// is healthy; a busy Redis (or a busy gateway host) can take tens of
+/// milliseconds, and falling back then would let each gateway admit the
+/// whole limit, so only a Redis that is clearly away triggers it.
+const DRAW_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// After a failed draw, how long a credential is limited locally before
 /// Redis is tried again: a Redis that is down costs one timeout a second
@@ -63,6 +65,8 @@ struct Held {
     spent: bool,
     /// Until then the budget is not asked: the last draw failed.
     away_until: Instant,
+    /// The last draw failed: admitting from the local bucket.
+    away: bool,
     /// The local token bucket used while Redis is away.
     local: f64,
     local_at: Instant,
@@ -128,6 +132,7 @@ impl Shared {
         };
         let why = match tokio::time::timeout(DRAW_TIMEOUT, budget.draw(&key)).await {
             Ok(Ok(grant)) => {
+                held.away = false;
                 held.until = now + grant.valid_for;
                 held.spent = grant.granted == 0;
                 held.tokens = grant.granted.saturating_sub(1);
@@ -137,6 +142,13 @@ impl Shared {
             Err(_) => format!("no answer within {DRAW_TIMEOUT:?}"),
         };
         warn!(error = %why, "rate limit budget unreachable; limiting in this gateway alone");
+        if !held.away {
+            // The local bucket starts empty, not with a second's worth that
+            // the fleet budget may already have handed out.
+            held.local = 0.0;
+            held.local_at = now;
+            held.away = true;
+        }
         held.away_until = now + RETRY_AFTER;
         self.admit_locally(&mut held, now)
     }
@@ -172,6 +184,7 @@ impl Shared {
             until: now,
             spent: false,
             away_until: now,
+            away: false,
             local: f64::from(self.per_second),
             local_at: now,
         }));
