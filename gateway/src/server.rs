@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     pub rate_limit: u32,
     /// How often the control plane and the worker registry are re-read.
     pub refresh: Duration,
+    /// Serve TLS (mTLS with a client CA).
+    pub tls: Option<proto::tls::ServerTlsFiles>,
+    /// How to reach workers that advertise TLS (CA, client identity).
+    pub worker_tls: Option<proto::tls::ClientTlsFiles>,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +49,8 @@ impl Default for GatewayConfig {
             max_message: 16 << 20,
             rate_limit: 0,
             refresh: Duration::from_millis(250),
+            tls: None,
+            worker_tls: None,
         }
     }
 }
@@ -57,6 +63,8 @@ pub enum GatewayError {
     Redis(#[from] redis::RedisError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] proto::tls::TlsError),
 }
 
 pub async fn serve(
@@ -64,11 +72,23 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
+    // Certificates first: a bad file fails at start, before any wait on Redis.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(proto::tls::server_config)
+        .transpose()?;
+    let worker_tls = config
+        .worker_tls
+        .as_ref()
+        .map(proto::tls::client_config)
+        .transpose()?;
     let conn = redis_conn::connect(&config.redis_url).await?;
     let client = redis_conn::client(&config.redis_url)?;
     let store = Arc::new(Store::open(client, conn.clone()).await?);
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
+        worker_tls,
     }));
     apply_routes(&store.snapshot(), &router);
     let mut registry = conn.clone();
@@ -109,14 +129,24 @@ pub async fn serve(
         )))
         .layer(GateLayer(limits))
         .into_inner();
-    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
-    let result = tonic::transport::Server::builder()
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "gateway listening");
+    let routes = tonic::transport::Server::builder()
         .layer(stack)
         .add_service(v2)
         .add_service(manage)
-        .add_service(jobs)
-        .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
-        .await;
+        .add_service(jobs);
+    let result = match tls {
+        Some(tls) => {
+            routes
+                .serve_with_incoming_shutdown(proto::tls::incoming(listener, tls), shutdown)
+                .await
+        }
+        None => {
+            routes
+                .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
+                .await
+        }
+    };
     background.abort();
     Ok(result?)
 }

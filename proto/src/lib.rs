@@ -12,6 +12,7 @@ pub mod inference {
 pub mod channel;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 
 pub mod switchboard {
     #[allow(clippy::all, clippy::pedantic)]

@@ -6,4 +6,5 @@ pub mod jobs_cmd;
 pub mod output;
 pub mod redis_server;
 pub mod roles;
+pub mod tls_flags;
 pub mod up;

@@ -21,6 +21,10 @@ struct Cli {
     /// other half is left to model instances, which run on their own threads).
     #[arg(long, global = true, env = "SWITCHBOARD_THREADS")]
     threads: Option<usize>,
+    /// CA certificate (PEM) that a `rediss://` Redis's certificate chains
+    /// to, for every role; default: the system's roots.
+    #[arg(long, global = true, env = "SWITCHBOARD_REDIS_CA_CERT")]
+    redis_ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -90,6 +94,9 @@ async fn run(cli: Cli) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(ca) = &cli.redis_ca_cert {
+        redis_conn::use_ca_cert(ca).with_context(|| format!("--redis-ca-cert {}", ca.display()))?;
+    }
     let admin_key = std::env::var("SWITCHBOARD_ADMIN_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty());

@@ -1,6 +1,7 @@
 //! Server roles as their own processes: `switchboard gateway` and
 //! `switchboard worker`. `up` runs the same pieces in one process.
 
+use crate::tls_flags::{ServeTlsArgs, WorkerTlsArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use engine::OrtOptions;
@@ -27,6 +28,10 @@ pub struct GatewayArgs {
     /// Requests per second per credential (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,
+    #[command(flatten)]
+    pub tls: ServeTlsArgs,
+    #[command(flatten)]
+    pub worker_tls: WorkerTlsArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -119,6 +124,8 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
     #[command(flatten)]
+    pub tls: ServeTlsArgs,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
 }
 
@@ -132,6 +139,8 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
         admin_key,
         max_message: args.max_message,
         rate_limit: args.rate_limit,
+        tls: args.tls.files(),
+        worker_tls: args.worker_tls.files(),
         ..Default::default()
     };
     gateway::serve(config, listener, shutdown_signal()).await?;
@@ -151,6 +160,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         redis_url: args.redis,
         advertise: args.advertise,
         id: args.id,
+        tls: args.tls.files(),
         ..Default::default()
     };
     gpu_worker::server::run::serve(config, listener, shutdown_signal()).await?;
@@ -259,7 +269,11 @@ pub async fn batcher(args: BatcherArgs) -> Result<()> {
     if let Some(id) = args.id {
         config.id = id;
     }
-    println!("batcher {} reading jobs from {}", config.id, args.redis);
+    println!(
+        "batcher {} reading jobs from {}",
+        config.id,
+        redis_conn::redacted(&args.redis)
+    );
     batcher::run(config, shutdown_signal()).await?;
     Ok(())
 }

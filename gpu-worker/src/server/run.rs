@@ -50,6 +50,9 @@ pub struct WorkerConfig {
     pub advertise: Option<String>,
     pub max_message: usize,
     pub id: Option<String>,
+    /// Serve TLS; with a client CA, only clients holding a certificate it
+    /// signed (gateways, batchers) are let in.
+    pub tls: Option<proto::tls::ServerTlsFiles>,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             advertise: None,
             max_message: 64 << 20,
             id: None,
+            tls: None,
         }
     }
 }
@@ -78,6 +82,8 @@ pub enum WorkerError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] proto::tls::TlsError),
 }
 
 /// Loads every deployment's model and starts its scheduler.
@@ -102,6 +108,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(proto::tls::server_config)
+        .transpose()?;
     let deployments = load(&config)?;
     let address = match &config.advertise {
         Some(a) => a.clone(),
@@ -116,6 +127,7 @@ pub async fn serve(
                     .clone()
                     .unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), address)),
                 address: address.clone(),
+                tls: tls.is_some(),
                 deployments: deployments
                     .iter()
                     .map(|(e, d, s)| ServedDeployment {
@@ -132,11 +144,20 @@ pub async fn serve(
     let service = GrpcInferenceServiceServer::new(WorkerService::new(deployments))
         .max_decoding_message_size(config.max_message)
         .max_encoding_message_size(config.max_message);
-    info!(%address, "worker listening");
-    let result = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
-        .await;
+    info!(%address, tls = tls.is_some(), "worker listening");
+    let routes = tonic::transport::Server::builder().add_service(service);
+    let result = match tls {
+        Some(tls) => {
+            routes
+                .serve_with_incoming_shutdown(proto::tls::incoming(listener, tls), shutdown)
+                .await
+        }
+        None => {
+            routes
+                .serve_with_incoming_shutdown(proto::incoming_nodelay(listener), shutdown)
+                .await
+        }
+    };
     if let Some(r) = registration
         && let Err(e) = r.deregister().await
     {

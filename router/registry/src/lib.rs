@@ -31,6 +31,10 @@ pub struct WorkerRecord {
     /// host:port of the worker's V2 gRPC service.
     pub address: String,
     pub deployments: Vec<ServedDeployment>,
+    /// Whether the worker serves TLS. Absent in records from workers that
+    /// predate it, which speak plaintext.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A live registration; `deregister` removes it, dropping it stops the
