@@ -59,7 +59,7 @@ impl Default for GatewayConfig {
 pub enum GatewayError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot reach Redis: {0}")]
+    #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),

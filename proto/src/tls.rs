@@ -259,6 +259,10 @@ pub fn incoming(listener: TcpListener, config: Arc<ServerConfig>) -> TlsIncoming
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                if speaks_plaintext_http2(&tcp).await {
+                    refuse_plaintext(tcp).await;
+                    return;
+                }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(stream).await;
@@ -270,6 +274,42 @@ pub fn incoming(listener: TcpListener, config: Arc<ServerConfig>) -> TlsIncoming
         }
     });
     TlsIncoming { rx, task }
+}
+
+/// Whether the client opened with the HTTP/2 preface, i.e. is a gRPC
+/// client given an `http://` URL for a TLS port.
+async fn speaks_plaintext_http2(tcp: &TcpStream) -> bool {
+    let mut head = [0u8; 4];
+    matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut head)).await,
+        Ok(Ok(n)) if n >= 3 && head.starts_with(b"PRI")
+    )
+}
+
+/// Tells a plaintext HTTP/2 client, in its own protocol, why it is turned
+/// away: a GOAWAY (INADEQUATE_SECURITY) whose debug text its error shows.
+/// Left to rustls, it would get a TLS alert that h2 reads as an oversized
+/// frame, or a reset connection, depending on timing.
+async fn refuse_plaintext(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const WHY: &[u8] = b"this port serves TLS: use an https:// URL";
+    let mut frames = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0]; // empty SETTINGS
+    let len = (8 + WHY.len()) as u32;
+    frames.extend_from_slice(&len.to_be_bytes()[1..]);
+    frames.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]); // GOAWAY on stream 0
+    frames.extend_from_slice(&0u32.to_be_bytes()); // last stream id
+    frames.extend_from_slice(&0xcu32.to_be_bytes()); // INADEQUATE_SECURITY
+    frames.extend_from_slice(WHY);
+    if tcp.write_all(&frames).await.is_err() {
+        return;
+    }
+    let _ = tcp.shutdown().await;
+    // Read what the client sent until it closes: closing with unread data
+    // would reset the connection, and the reset can overtake the GOAWAY.
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    tracing::debug!("plaintext HTTP/2 client on the TLS port turned away");
 }
 
 pub struct TlsIncoming {

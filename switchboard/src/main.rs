@@ -84,6 +84,20 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(run(cli))
+        .map_err(tls_hint)
+}
+
+/// A TLS server answers a plaintext HTTP/2 client with a TLS alert, which
+/// h2 reads as a frame far over the size limit: name the likely cause.
+fn tls_hint(e: anyhow::Error) -> anyhow::Error {
+    if format!("{e:#}").contains("frame with invalid size") {
+        e.context(
+            "the server did not speak plaintext HTTP/2: if it serves TLS, use an https:// URL \
+             (and --ca-cert for a private CA)",
+        )
+    } else {
+        e
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {

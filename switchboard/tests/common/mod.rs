@@ -278,3 +278,4 @@ impl Cluster {
     }
 }
 pub mod batch;
+pub mod certs;
