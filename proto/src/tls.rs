@@ -125,10 +125,12 @@ fn native_roots() -> RootCertStore {
 /// (gRPC clients such as grpc-core refuse a server that negotiates nothing).
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let resolver = Arc::new(ReloadingCert::load(&files.cert, &files.key)?);
-    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match &files.client_ca {
         Some(ca) => builder.with_client_cert_verifier(
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider()).build()?,
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                .build()?,
         ),
         None => builder.with_no_client_auth(),
     };

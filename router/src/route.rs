@@ -137,7 +137,12 @@ impl Router {
                             None => continue,
                         },
                     };
-                    match Replica::new(w.id.clone(), w.address.clone(), self.config.max_message, tls) {
+                    match Replica::new(
+                        w.id.clone(),
+                        w.address.clone(),
+                        self.config.max_message,
+                        tls,
+                    ) {
                         Ok(r) => Arc::new(r),
                         Err(e) => {
                             warn!(worker = %w.id, address = %w.address, error = %e, "bad worker address");

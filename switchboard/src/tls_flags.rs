@@ -44,7 +44,10 @@ pub struct WorkerTlsArgs {
 
 impl WorkerTlsArgs {
     pub fn files(&self) -> Option<proto::tls::ClientTlsFiles> {
-        let identity = self.worker_tls_cert.clone().zip(self.worker_tls_key.clone());
+        let identity = self
+            .worker_tls_cert
+            .clone()
+            .zip(self.worker_tls_key.clone());
         if self.worker_tls_ca.is_none() && identity.is_none() {
             return None;
         }

@@ -6,13 +6,13 @@
 mod common;
 
 use client::proto::switchboard::v1 as pb;
+use client::proto::tls::ServerTlsFiles;
 use client::{Client, ClientTlsFiles, f32_request};
-use common::batch::{Digits, read_outputs, assert_every_row_once, spec, state, wait_final};
+use common::batch::{Digits, assert_every_row_once, read_outputs, spec, state, wait_final};
 use common::certs::{Ca, Leaf};
 use common::tempdir::Dir;
 use common::{ADMIN, models};
 use gpu_worker::server::run::{DeploymentSpec, WorkerConfig};
-use client::proto::tls::ServerTlsFiles;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -77,10 +77,18 @@ impl Drop for Stop {
     }
 }
 
-async fn gateway(redis: &str, tls: Option<ServerTlsFiles>, worker_tls: Option<ClientTlsFiles>, stop: &Stop) -> String {
+async fn gateway(
+    redis: &str,
+    tls: Option<ServerTlsFiles>,
+    worker_tls: Option<ClientTlsFiles>,
+    stop: &Stop,
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://localhost:{}", listener.local_addr().unwrap().port());
+    let url = format!(
+        "{scheme}://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
     let config = gateway::GatewayConfig {
         redis_url: redis.into(),
         admin_key: Some(ADMIN.into()),
@@ -105,7 +113,11 @@ async fn worker(redis: Option<String>, tls: ServerTlsFiles, stop: &Stop) -> Stri
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(gpu_worker::server::run::serve(config, listener, stop.signal()));
+    tokio::spawn(gpu_worker::server::run::serve(
+        config,
+        listener,
+        stop.signal(),
+    ));
     addr
 }
 
@@ -148,7 +160,10 @@ async fn gateway_serves_mtls_and_reaches_its_worker_over_mtls() {
     .await;
     // mTLS on the gateway: no client certificate, no service.
     let refused = call(&url, trusting(&ca, None)).await.err();
-    assert!(refused.is_some(), "a client without a certificate was served");
+    assert!(
+        refused.is_some(),
+        "a client without a certificate was served"
+    );
     // Plaintext against the TLS port fails rather than hangs.
     let plain = url.replace("https://", "http://");
     let started = Instant::now();
@@ -161,24 +176,40 @@ async fn gateway_serves_mtls_and_reaches_its_worker_over_mtls() {
     assert_eq!(workers.len(), 1);
     assert!(workers[0].tls, "{workers:?}");
 
-    let created = admin.create_endpoint("digits", pb::AuthMode::Key).await.unwrap();
+    let created = admin
+        .create_endpoint("digits", pb::AuthMode::Key)
+        .await
+        .unwrap();
     admin
-        .create_deployment("digits", pb::Deployment { name: "blue".into(), ..Default::default() })
+        .create_deployment(
+            "digits",
+            pb::Deployment {
+                name: "blue".into(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     admin.set_traffic("digits", &[("blue", 100)]).await.unwrap();
     let key = created.primary_key;
     let tls = trusting(&ca, Some(&user));
-    let user = Client::connect_with(&url, Some(&key), None, &tls).await.unwrap();
+    let user = Client::connect_with(&url, Some(&key), None, &tls)
+        .await
+        .unwrap();
     let row = Digits::load().rows[0].clone();
     // Answered by the worker, so the gateway → worker hop spoke mTLS.
-    let resp = eventually("an answer through the worker", Duration::from_secs(20), || {
-        let (user, row) = (user.clone(), row.clone());
-        async move {
-            let req = f32_request("digits", "input", &[row], true).map_err(|e| e.to_string())?;
-            user.infer(req).await.map_err(|e| e.to_string())
-        }
-    })
+    let resp = eventually(
+        "an answer through the worker",
+        Duration::from_secs(20),
+        || {
+            let (user, row) = (user.clone(), row.clone());
+            async move {
+                let req =
+                    f32_request("digits", "input", &[row], true).map_err(|e| e.to_string())?;
+                user.infer(req).await.map_err(|e| e.to_string())
+            }
+        },
+    )
     .await;
     assert_eq!(resp.model_name, "digits");
     assert!(!resp.outputs.is_empty());
@@ -189,7 +220,11 @@ async fn a_worker_with_a_client_ca_refuses_clients_without_a_certificate() {
     let dir = Dir::new();
     let ca = Ca::new(&dir.0.join("certs"), "fleet-ca");
     let other = Ca::new(&dir.0.join("other"), "other-ca");
-    let (wk, gw, stranger) = (ca.leaf("worker"), ca.leaf("gateway"), other.leaf("stranger"));
+    let (wk, gw, stranger) = (
+        ca.leaf("worker"),
+        ca.leaf("gateway"),
+        other.leaf("stranger"),
+    );
     let stop = Stop::new();
     let addr = worker(None, server(&wk, Some(&ca)), &stop).await;
     let url = format!("https://{addr}");
@@ -260,7 +295,10 @@ async fn the_cli_tells_a_plaintext_client_of_a_tls_gateway_what_is_wrong() {
     let redis = RedisServer::start(&dir.0.join("redis")).await.unwrap();
     let stop = Stop::new();
     let url = gateway(&redis.url(), Some(server(&gw, None)), None, &stop).await;
-    eventually("the gateway", Duration::from_secs(15), || call(&url, trusting(&ca, None))).await;
+    eventually("the gateway", Duration::from_secs(15), || {
+        call(&url, trusting(&ca, None))
+    })
+    .await;
     let cli = |url: String, ca: Option<&Path>| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
         cmd.args(["endpoint", "list", "--url", &url])
@@ -283,7 +321,11 @@ async fn the_cli_tells_a_plaintext_client_of_a_tls_gateway_what_is_wrong() {
     let err = String::from_utf8_lossy(&plain.stderr);
     assert!(err.contains("TLS") && err.contains("https://"), "{err}");
     let ok = cli(url.clone(), Some(&ca.cert)).await;
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 /// A redis-server that speaks only TLS and wants a password.
@@ -297,14 +339,28 @@ async fn tls_redis(dir: &Path, ca: &Ca, password: &str) -> TlsRedis {
     let port = free_port().unwrap();
     std::fs::create_dir_all(dir).unwrap();
     let child = tokio::process::Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .arg("--tls-cert-file")
         .arg(&leaf.cert)
         .arg("--tls-key-file")
         .arg(&leaf.key)
         .arg("--tls-ca-cert-file")
         .arg(&ca.cert)
-        .args(["--tls-auth-clients", "no", "--requirepass", password, "--save", ""])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+            "--save",
+            "",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -363,9 +419,16 @@ async fn every_role_runs_on_redis_over_tls_with_a_password() {
     ];
     let gw = format!("http://{listen}");
     let plain = ClientTlsFiles::default();
-    let admin = eventually("the gateway", Duration::from_secs(20), || call(&gw, plain.clone())).await;
+    let admin = eventually("the gateway", Duration::from_secs(20), || {
+        call(&gw, plain.clone())
+    })
+    .await;
     let model = models().join("digits_mlp.onnx").canonicalize().unwrap();
-    let key = admin.create_endpoint("digits", pb::AuthMode::Key).await.unwrap().primary_key;
+    let key = admin
+        .create_endpoint("digits", pb::AuthMode::Key)
+        .await
+        .unwrap()
+        .primary_key;
     let dep = pb::Deployment {
         name: "blue".into(),
         model_uri: model.display().to_string(),
@@ -408,11 +471,18 @@ async fn every_role_runs_on_redis_over_tls_with_a_password() {
     .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.to_lowercase().contains("password authentication failed"), "{err}");
+    assert!(
+        err.to_lowercase()
+            .contains("password authentication failed"),
+        "{err}"
+    );
     assert!(!err.contains("not-the-pw-91d2"), "{err}");
     // No role logged the password.
     for name in ["gateway", "worker", "batcher"] {
         let log = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap();
-        assert!(!log.contains(PASSWORD), "{name} logged the Redis password:\n{log}");
+        assert!(
+            !log.contains(PASSWORD),
+            "{name} logged the Redis password:\n{log}"
+        );
     }
 }

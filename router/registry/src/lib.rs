@@ -120,3 +120,17 @@ pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Wo
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WorkerRecord;
+
+    #[test]
+    fn a_record_from_before_tls_reads_as_plaintext() {
+        let old = r#"{"id":"w1","address":"10.0.0.5:9000","deployments":[]}"#;
+        let r: WorkerRecord = serde_json::from_str(old).unwrap();
+        assert!(!r.tls);
+        let new = serde_json::to_string(&WorkerRecord { tls: true, ..r }).unwrap();
+        assert!(serde_json::from_str::<WorkerRecord>(&new).unwrap().tls);
+    }
+}

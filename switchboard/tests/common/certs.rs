@@ -35,7 +35,10 @@ impl Ca {
     /// A CA named `name`, its files under `dir`.
     pub fn new(dir: &Path, name: &str) -> Ca {
         std::fs::create_dir_all(dir).expect("cert dir");
-        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         let subj = format!("/CN={name}");
         let mut args = vec!["req", "-x509", "-nodes", "-days", "2", "-subj", &subj];
         args.extend(EC);
@@ -58,7 +61,10 @@ impl Ca {
     /// A leaf `name` signed by this CA, written to `name.pem`/`name.key`.
     pub fn leaf(&self, name: &str) -> Leaf {
         let dir = &self.dir;
-        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         let csr = dir.join(format!("{name}.csr"));
         let ext = dir.join(format!("{name}.ext"));
         std::fs::write(
@@ -70,15 +76,32 @@ impl Ca {
         let subj = format!("/CN={name}");
         let mut args = vec!["req", "-nodes", "-subj", &subj];
         args.extend(EC);
-        args.extend(["-keyout", key.to_str().unwrap(), "-out", csr.to_str().unwrap()]);
+        args.extend([
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+        ]);
         openssl(&args, dir);
         let serial = format!("{}", rand::random::<u32>());
         openssl(
             &[
-                "x509", "-req", "-days", "2", "-in", csr.to_str().unwrap(),
-                "-CA", self.cert.to_str().unwrap(), "-CAkey", self.key.to_str().unwrap(),
-                "-set_serial", &serial, "-extfile", ext.to_str().unwrap(),
-                "-out", cert.to_str().unwrap(),
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                csr.to_str().unwrap(),
+                "-CA",
+                self.cert.to_str().unwrap(),
+                "-CAkey",
+                self.key.to_str().unwrap(),
+                "-set_serial",
+                &serial,
+                "-extfile",
+                ext.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
             ],
             dir,
         );
