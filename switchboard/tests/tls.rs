@@ -358,11 +358,20 @@ async fn tls_redis(dir: &Path, ca: &Ca, password: &str) -> TlsRedis {
             "no",
             "--requirepass",
             password,
+            // An ACL user as well, for the batcher.
+            "--user",
+            "sb-batcher",
+            "on",
+            &format!(">{ACL_PASSWORD}"),
+            "~*",
+            "&*",
+            "+@all",
             "--save",
             "",
         ])
         .arg("--dir")
         .arg(dir)
+        .args(["--logfile", "redis.log"])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -384,6 +393,8 @@ async fn tls_redis(dir: &Path, ca: &Ca, password: &str) -> TlsRedis {
         port,
     }
 }
+
+const ACL_PASSWORD: &str = "acl-pw-for-batchers-55e0";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_runs_on_redis_over_tls_with_a_password() {
@@ -411,11 +422,15 @@ async fn every_role_runs_on_redis_over_tls_with_a_password() {
     };
     let port = free_port().unwrap().to_string();
     let listen = format!("127.0.0.1:{port}");
+    let acl_url = format!(
+        "rediss://sb-batcher:{ACL_PASSWORD}@localhost:{}",
+        redis.port
+    );
     let spec_arg = format!("digits/blue={}", models().join("digits_mlp.onnx").display());
     let _children = [
         spawn("gateway", &["gateway", "--listen", &listen]),
         spawn("worker", &["worker", "--deployment", &spec_arg]),
-        spawn("batcher", &["batcher", "--id", "b1"]),
+        spawn("batcher", &["batcher", "--id", "b1", "--redis", &acl_url]),
     ];
     let gw = format!("http://{listen}");
     let plain = ClientTlsFiles::default();
@@ -481,8 +496,10 @@ async fn every_role_runs_on_redis_over_tls_with_a_password() {
     for name in ["gateway", "worker", "batcher"] {
         let log = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap();
         assert!(
-            !log.contains(PASSWORD),
+            !log.contains(PASSWORD) && !log.contains(ACL_PASSWORD),
             "{name} logged the Redis password:\n{log}"
         );
     }
+    let batcher = std::fs::read_to_string(logs.join("batcher.log")).unwrap();
+    assert!(batcher.contains("rediss://sb-batcher:***@"), "{batcher}");
 }
