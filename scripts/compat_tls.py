@@ -48,7 +48,12 @@ def main():
         failed += 1
         print("FAIL plaintext client on the TLS port was answered")
     except InferenceServerException as e:
-        print(f"PASS plaintext client on the TLS port refused: {e.status()}")
+        # UNAVAILABLE with the reason at once, not DEADLINE_EXCEEDED after retrying.
+        if e.status() == "StatusCode.UNAVAILABLE" and "https://" in (e.message() or ""):
+            print(f"PASS plaintext client on the TLS port refused: {e.status()}: {e.message()}")
+        else:
+            failed += 1
+            print(f"FAIL plaintext client on the TLS port: {e.status()}: {e.message()}")
 
     return 1 if failed else 0
 

@@ -288,30 +288,86 @@ async fn speaks_plaintext_http2(tcp: &TcpStream) -> bool {
     )
 }
 
-/// Tells a plaintext HTTP/2 client, in its own protocol, why it is turned
-/// away: a GOAWAY (INADEQUATE_SECURITY) whose debug text its error shows.
-/// Left to rustls, it would get a TLS alert that h2 reads as an oversized
-/// frame, or a reset connection, depending on timing.
+/// Tells a plaintext gRPC client why it is turned away, in its own
+/// protocol: its first call is answered UNAVAILABLE "this port serves TLS:
+/// use an https:// URL" (a trailers-only response), then the connection is
+/// closed with a GOAWAY carrying the same text. Left to rustls, the client
+/// would get a TLS alert that h2 reads as an oversized frame, or a reset,
+/// depending on timing; a bare GOAWAY makes grpc-core retry until its
+/// deadline.
 async fn refuse_plaintext(mut tcp: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const WHY: &[u8] = b"this port serves TLS: use an https:// URL";
-    let mut frames = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0]; // empty SETTINGS
-    let len = (8 + WHY.len()) as u32;
-    frames.extend_from_slice(&len.to_be_bytes()[1..]);
-    frames.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]); // GOAWAY on stream 0
-    frames.extend_from_slice(&0u32.to_be_bytes()); // last stream id
-    frames.extend_from_slice(&0xcu32.to_be_bytes()); // INADEQUATE_SECURITY
-    frames.extend_from_slice(WHY);
-    if tcp.write_all(&frames).await.is_err() {
-        return;
+    let answer = async {
+        let mut preface = [0u8; 24];
+        tcp.read_exact(&mut preface).await?;
+        tcp.write_all(&frame(0x4, 0, 0, &[])).await?; // our SETTINGS
+        let mut payload = Vec::new();
+        loop {
+            let mut head = [0u8; 9];
+            tcp.read_exact(&mut head).await?;
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if len > 1 << 20 {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+            payload.resize(len, 0);
+            tcp.read_exact(&mut payload).await?;
+            match kind {
+                0x4 if flags & 0x1 == 0 => tcp.write_all(&frame(0x4, 0x1, 0, &[])).await?,
+                0x1 => {
+                    let mut out = frame(0x1, 0x5, stream, &refusal_headers());
+                    let mut goaway = stream.to_be_bytes().to_vec();
+                    goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                    goaway.extend_from_slice(REFUSAL.as_bytes());
+                    out.extend(frame(0x7, 0, 0, &goaway));
+                    tcp.write_all(&out).await?;
+                    return Ok::<_, std::io::Error>(());
+                }
+                _ => {}
+            }
+        }
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, answer).await {
+        tracing::debug!(error = %e, "answering a plaintext client on the TLS port");
     }
     let _ = tcp.shutdown().await;
-    // Read what the client sent until it closes: closing with unread data
-    // would reset the connection, and the reset can overtake the GOAWAY.
+    // Read what the client still sends until it closes: closing with
+    // unread data would reset the connection, and the reset can overtake
+    // the answer.
     let mut sink = [0u8; 4096];
     let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     tracing::debug!("plaintext HTTP/2 client on the TLS port turned away");
+}
+
+const REFUSAL: &str = "this port serves TLS: use an https:// URL";
+
+/// An HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK for a trailers-only gRPC answer: `:status 200`,
+/// `content-type: application/grpc`, `grpc-status: 14` (UNAVAILABLE) and
+/// the reason, as literals that need no decoder state.
+fn refusal_headers() -> Vec<u8> {
+    let mut block = vec![0x88]; // :status 200, static table entry 8
+    let literal = |block: &mut Vec<u8>, name: &str, value: &str| {
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    };
+    literal(&mut block, "content-type", "application/grpc");
+    literal(&mut block, "grpc-status", "14");
+    literal(&mut block, "grpc-message", REFUSAL);
+    block
 }
 
 pub struct TlsIncoming {
