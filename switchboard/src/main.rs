@@ -66,6 +66,9 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Libraries that build their own rustls configs find ring here, also in
+    // builds where a second provider is compiled in (`cloud`: aws-lc-rs).
+    client::proto::tls::install_default_provider();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cli.threads.unwrap_or(cores / 2).max(1);
     // One thread gets the current-thread runtime, not a one-worker pool: its

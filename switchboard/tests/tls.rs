@@ -171,8 +171,17 @@ async fn gateway_serves_mtls_and_reaches_its_worker_over_mtls() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // The worker advertised TLS in the registry.
-    let mut conn = redis_conn::connect(&redis.url()).await.unwrap();
-    let workers = registry::discover(&mut conn).await.unwrap();
+    let conn = redis_conn::connect(&redis.url()).await.unwrap();
+    let workers = eventually("the worker's record", Duration::from_secs(20), || {
+        let mut conn = conn.clone();
+        async move {
+            match registry::discover(&mut conn).await {
+                Ok(w) if !w.is_empty() => Ok(w),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
     assert_eq!(workers.len(), 1);
     assert!(workers[0].tls, "{workers:?}");
 
