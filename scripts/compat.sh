@@ -3,6 +3,10 @@
 #   1. tritonclient[grpc]==2.51.0 (Python): scripts/compat_tritonclient.py
 #   2. perf_analyzer (the binary inside the tritonclient 2.51.0 wheel) at
 #      concurrency 1 and 16
+#   3. both over TLS: a second gateway (`switchboard gateway --tls-cert …`) on the
+#      same Redis, with certificates made here by `openssl`; tritonclient with
+#      ssl=True, root_certificates=CA (scripts/compat_tls.py) and perf_analyzer
+#      with --ssl-grpc-use-ssl --ssl-grpc-root-certifications-file CA
 #
 #   scripts/compat.sh [path/to/switchboard]     (default target/release/switchboard)
 #
@@ -59,8 +63,10 @@ fi
 tmp=$(mktemp -d /tmp/sbcompat.XXXXXX)
 server_pid=""
 redis_pid=""
+tls_pid=""
 cleanup() {
   local rc=$?
+  if [ -n "$tls_pid" ]; then kill -TERM "$tls_pid" 2>/dev/null || true; wait "$tls_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
@@ -110,10 +116,11 @@ if ! "$py" scripts/compat_tritonclient.py --url "$addr" --key "$key"; then
 fi
 
 # --- 2. perf_analyzer -----------------------------------------------------------
+pa_addr=$addr   # the TLS checks point it at the TLS gateway
 pa_once() {  # window_ms, out, extra args...
   local window=$1 out=$2; shift 2
   LD_LIBRARY_PATH="$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout 300 \
-    "$pa" -m digits -u "$addr" -i grpc -H "authorization:Bearer $key" \
+    "$pa" -m digits -u "$pa_addr" -i grpc -H "authorization:Bearer $key" \
       --measurement-interval "$window" --max-trials 6 --stability-percentage 25 "$@" \
       >"$out" 2>&1
 }
@@ -152,6 +159,41 @@ if [ -z "${COMPAT_SKIP_PERF:-}" ]; then
   run_pa c16 --concurrency-range 16:16 -b 1
   run_pa b8 --concurrency-range 4:4 -b 8
   run_pa stream --concurrency-range 4:4 -b 1 --streaming
+fi
+
+# --- 3. over TLS ------------------------------------------------------------------
+echo
+echo "=== TLS: tritonclient and perf_analyzer against a TLS gateway ==="
+certs="$tmp/certs"
+mkdir -p "$certs"
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+openssl req -x509 "${ec[@]}" -days 2 -subj /CN=compat-ca -keyout "$certs/ca.key" -out "$certs/ca.pem" \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >"$certs/ext"
+openssl req "${ec[@]}" -subj /CN=localhost -keyout "$certs/gateway.key" -out "$certs/gateway.csr" 2>/dev/null
+openssl x509 -req -days 2 -in "$certs/gateway.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" \
+  -set_serial "$RANDOM" -extfile "$certs/ext" -out "$certs/gateway.pem" 2>/dev/null
+redis_url=$(sed -n 's/.*started redis-server at \([^ ]*\).*/\1/p' "$tmp/up.log" | head -n 1)
+tls_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+tls_addr=localhost:$tls_port
+"$bin" gateway --listen "127.0.0.1:$tls_port" --redis "$redis_url" \
+  --tls-cert "$certs/gateway.pem" --tls-key "$certs/gateway.key" >"$tmp/gateway-tls.log" 2>&1 &
+tls_pid=$!
+deadline=$((SECONDS + 30))
+until "$py" -c "import sys, tritonclient.grpc as t; sys.exit(0 if t.InferenceServerClient('$tls_addr', ssl=True, root_certificates='$certs/ca.pem').is_model_ready('digits', headers={'authorization': 'Bearer $key'}) else 1)" 2>/dev/null; do
+  if ! kill -0 "$tls_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+    echo "compat: the TLS gateway did not serve digits:" >&2; cat "$tmp/gateway-tls.log" >&2; exit 1
+  fi
+  sleep 0.2
+done
+if ! "$py" scripts/compat_tls.py --url "$tls_addr" --ca "$certs/ca.pem" --key "$key"; then
+  failures+=("tritonclient over TLS")
+fi
+if [ -z "${COMPAT_SKIP_PERF:-}" ]; then
+  pa_addr=$tls_addr
+  run_pa tls_c1 --concurrency-range 1:1 -b 1 --ssl-grpc-use-ssl --ssl-grpc-root-certifications-file "$certs/ca.pem"
+  run_pa tls_c16 --concurrency-range 16:16 -b 1 --ssl-grpc-use-ssl --ssl-grpc-root-certifications-file "$certs/ca.pem"
+  pa_addr=$addr
 fi
 
 echo

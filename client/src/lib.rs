@@ -1,5 +1,6 @@
 //! Client SDK: a gRPC connection to a gateway (or worker) that sends the
-//! credential as `authorization: Bearer …` on every call.
+//! credential as `authorization: Bearer …` on every call. `https://` URLs
+//! speak TLS, trusting a CA file or the system's roots.
 
 use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::inference::model_infer_request::InferInputTensor;
@@ -13,9 +14,10 @@ use proto::switchboard::v1::management_client::ManagementClient;
 use thiserror::Error;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use proto;
+pub use proto::tls::ClientTlsFiles;
 
 pub mod health;
 mod jobs;
@@ -33,6 +35,11 @@ pub enum ClientError {
     Status(#[from] tonic::Status),
     #[error("{0}")]
     Input(String),
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Adds the bearer credential and an optional deployment pin.
@@ -76,16 +83,29 @@ impl Client {
         credential: Option<&str>,
         deployment: Option<&str>,
     ) -> Result<Self, ClientError> {
+        Self::connect_with(url, credential, deployment, &ClientTlsFiles::default()).await
+    }
+
+    /// As `connect_pinned`; an `https://` URL trusts `tls.ca` (the system's
+    /// roots without it) and presents `tls.identity` when given.
+    pub async fn connect_with(
+        url: &str,
+        credential: Option<&str>,
+        deployment: Option<&str>,
+        tls: &ClientTlsFiles,
+    ) -> Result<Self, ClientError> {
         let url = if url.contains("://") {
             url.to_string()
         } else {
             format!("http://{url}")
         };
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|_| ClientError::Url(url))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|_| ClientError::Url(url.clone()))?
+            .tcp_nodelay(true);
+        if url.starts_with("https://") {
+            endpoint = endpoint.tls_config(tls_config(tls)?)?;
+        }
+        let channel = endpoint.connect().await?;
         let header = |v: &str| MetadataValue::try_from(v).map_err(|_| ClientError::Credential);
         let creds = Credentials {
             bearer: credential
@@ -196,6 +216,24 @@ impl Client {
     ) -> Result<ModelInferResponse, ClientError> {
         self.infer(f32_request(model, input, rows, true)?).await
     }
+}
+
+fn tls_config(files: &ClientTlsFiles) -> Result<ClientTlsConfig, ClientError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| ClientError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let mut config = ClientTlsConfig::new();
+    config = match &files.ca {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => config.with_native_roots(),
+    };
+    if let Some((cert, key)) = &files.identity {
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(config)
 }
 
 /// A request for one FP32 input of `rows`, typed or raw.

@@ -13,6 +13,7 @@ use crate::limits::{RateLimitLayer, RateLimiter};
 use crate::manage::ManagementService;
 use crate::oversize::OversizeStatusLayer;
 use crate::store::{Store, StoreError};
+use futures::future::Either;
 use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use proto::switchboard::v1::jobs_server::JobsServer;
@@ -40,6 +41,10 @@ pub struct GatewayConfig {
     pub refresh: Duration,
     /// On shutdown, how long calls in flight may take to finish.
     pub drain_timeout: Duration,
+    /// Serve TLS (mTLS with a client CA).
+    pub tls: Option<proto::tls::ServerTlsFiles>,
+    /// How to reach workers that advertise TLS (CA, client identity).
+    pub worker_tls: Option<proto::tls::ClientTlsFiles>,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +56,8 @@ impl Default for GatewayConfig {
             rate_limit: 0,
             refresh: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(30),
+            tls: None,
+            worker_tls: None,
         }
     }
 }
@@ -59,10 +66,12 @@ impl Default for GatewayConfig {
 pub enum GatewayError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot reach Redis: {0}")]
+    #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] proto::tls::TlsError),
 }
 
 pub async fn serve(
@@ -70,11 +79,23 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
+    // Certificates first: a bad file fails at start, before any wait on Redis.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(proto::tls::server_config)
+        .transpose()?;
+    let worker_tls = config
+        .worker_tls
+        .as_ref()
+        .map(proto::tls::client_config)
+        .transpose()?;
     let conn = redis_conn::connect(&config.redis_url).await?;
     let client = redis_conn::client(&config.redis_url)?;
     let store = Arc::new(Store::new(conn.clone()));
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
+        worker_tls,
     }));
     let follower = Follower::start(&config.redis_url, store.clone(), router.clone()).await?;
     let follower = tokio::spawn(follower.run());
@@ -122,14 +143,13 @@ pub async fn serve(
         )))
         .layer(RateLimitLayer(limits))
         .into_inner();
-    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
-    let router = tonic::transport::Server::builder()
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "gateway listening");
+    let routes = tonic::transport::Server::builder()
         .layer(stack)
         .add_service(health.server())
         .add_service(v2)
         .add_service(manage)
         .add_service(jobs);
-    let incoming = proto::incoming_nodelay(listener);
     // A gateway leaves nothing behind: it says NOT_SERVING (so that a load
     // balancer's probe takes it out), stops accepting, and answers what
     // it has in flight.
@@ -139,9 +159,17 @@ pub async fn serve(
     };
     let result = proto::drain::serve_draining(
         |goaway| {
-            router.serve_with_incoming_shutdown(incoming, async {
+            let stop = async {
                 let _ = goaway.await;
-            })
+            };
+            match tls {
+                Some(tls) => Either::Left(
+                    routes.serve_with_incoming_shutdown(proto::tls::incoming(listener, tls), stop),
+                ),
+                None => Either::Right(
+                    routes.serve_with_incoming_shutdown(proto::incoming_nodelay(listener), stop),
+                ),
+            }
         },
         shutdown,
         leave,

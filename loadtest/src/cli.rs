@@ -27,6 +27,10 @@ struct LoadArgs {
     /// Bearer credential.
     #[arg(long, global = true, env = "SWITCHBOARD_KEY", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) an `https://` URL's certificate chains to;
+    /// default: the system's roots.
+    #[arg(long, global = true, env = "SWITCHBOARD_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Pin to a deployment (switchboard-deployment header).
     #[arg(long, global = true)]
     deployment: Option<String>,
@@ -232,6 +236,7 @@ impl LoadArgs {
             server_pids: self.server_pids.clone(),
             progress: !self.quiet,
             rows,
+            ca_cert: self.ca_cert.clone(),
             ..LoadConfig::default()
         })
     }

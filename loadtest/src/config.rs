@@ -33,6 +33,9 @@ pub struct LoadConfig {
     pub drain: Duration,
     /// Payload rows (from `--data`); random data of the model's shape if none.
     pub rows: Option<Arc<Vec<Vec<f32>>>>,
+    /// CA (PEM) an `https://` target's certificate chains to; the system's
+    /// roots without it.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadConfig {
@@ -52,6 +55,7 @@ impl Default for LoadConfig {
             progress: false,
             drain: Duration::from_secs(30),
             rows: None,
+            ca_cert: None,
         }
     }
 }

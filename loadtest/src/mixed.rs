@@ -82,7 +82,19 @@ impl Jobs {
         } else {
             format!("http://{}", cfg.url)
         };
-        let ch = Endpoint::from_shared(url.clone())?
+        let mut endpoint = Endpoint::from_shared(url.clone())?;
+        if url.starts_with("https://") {
+            let tls = match &cfg.ca_cert {
+                Some(ca) => tonic::transport::ClientTlsConfig::new().ca_certificate(
+                    tonic::transport::Certificate::from_pem(
+                        std::fs::read(ca).with_context(|| format!("{}", ca.display()))?,
+                    ),
+                ),
+                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let ch = endpoint
             .connect()
             .await
             .with_context(|| format!("connecting to {url}"))?;

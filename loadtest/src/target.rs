@@ -33,19 +33,28 @@ impl Target {
         let (url, model, batch, raw) = (cfg.url.as_str(), cfg.model.as_str(), cfg.batch, cfg.raw);
         let (token, pin, connections) = (cfg.token.as_deref(), cfg.pin.as_deref(), cfg.connections);
         let rows = cfg.rows.as_deref().map(Vec::as_slice);
-        let address = match url.split_once("://") {
-            None => url,
-            Some(("http", rest)) => rest,
-            Some((scheme, _)) => {
-                bail!("--url: only http:// is supported (plain HTTP/2), not {scheme}://")
+        let (address, tls) = match url.split_once("://") {
+            None => (url, None),
+            Some(("http", rest)) => (rest, None),
+            Some(("https", rest)) => {
+                let files = proto::tls::ClientTlsFiles {
+                    ca: cfg.ca_cert.clone(),
+                    identity: None,
+                };
+                (rest, Some(proto::tls::client_config(&files)?))
             }
-        }
-        .trim_end_matches('/');
+            Some((scheme, _)) => {
+                bail!("--url: only http:// and https:// are supported, not {scheme}://")
+            }
+        };
+        let address = address.trim_end_matches('/');
         let mut clients = Vec::new();
         for _ in 0..connections.max(1) {
-            let ch = H2Channel::connect(address)
-                .await
-                .with_context(|| format!("connecting to {url}"))?;
+            let ch = match &tls {
+                Some(config) => H2Channel::connect_tls(address, config.clone()).await,
+                None => H2Channel::connect(address).await,
+            }
+            .with_context(|| format!("connecting to {url}"))?;
             clients.push(
                 GrpcInferenceServiceClient::new(ch)
                     .max_decoding_message_size(64 << 20)

@@ -12,7 +12,7 @@
 //! TCP_NODELAY, reconnect after the connection breaks, HTTP/2 keep-alive
 //! pings (a frozen worker loses its connection instead of holding requests),
 //! and a bound on every call (the `grpc-timeout` the caller set, at most
-//! [`CALL_LIMIT`]).
+//! [`CALL_LIMIT`]); TLS when made with [`H2Channel::lazy_tls`].
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -43,7 +43,21 @@ const CONN_WINDOW: u32 = 5 << 20;
 const CALLS_PER_CONNECTION: u32 = (1 << 30) - (1 << 20);
 
 /// An address that is not `host:port`.
-pub type InvalidAddress = http::uri::InvalidUri;
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidAddress {
+    #[error(transparent)]
+    Uri(#[from] http::uri::InvalidUri),
+    #[error("'{0}' is not a host name a certificate can hold")]
+    ServerName(String),
+}
+
+/// What a TLS connection needs: the config, and the name the server's
+/// certificate must hold.
+#[derive(Clone, Debug)]
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+}
 
 /// A cloneable handle; all clones share the connection.
 #[derive(Clone, Debug)]
@@ -56,6 +70,7 @@ struct Inner {
     address: String,
     /// Parsed once: every request's URI names it.
     authority: http::uri::Authority,
+    tls: Option<Tls>,
     current: Mutex<Option<Conn>>,
     /// Held while connecting, so that concurrent callers share one
     /// attempt; it keeps the last failure and when it ended, so that those
@@ -83,11 +98,27 @@ impl Conn {
 impl H2Channel {
     /// Connects on first use. `address` is `host:port`.
     pub fn lazy(address: &str) -> Result<Self, InvalidAddress> {
+        Self::new(address, None)
+    }
+
+    /// As `lazy`, over TLS with `config`; the server's certificate must
+    /// name the host in `address`.
+    pub fn lazy_tls(
+        address: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, InvalidAddress> {
+        let name = crate::tls::server_name(address)
+            .ok_or_else(|| InvalidAddress::ServerName(address.to_string()))?;
+        Self::new(address, Some(Tls { config, name }))
+    }
+
+    fn new(address: &str, tls: Option<Tls>) -> Result<Self, InvalidAddress> {
         let authority = address.parse::<http::uri::Authority>()?;
         Ok(H2Channel {
             inner: Arc::new(Inner {
                 address: address.to_string(),
                 authority,
+                tls,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(None),
             }),
@@ -98,6 +129,17 @@ impl H2Channel {
     /// the first call.
     pub async fn connect(address: &str) -> Result<Self, Status> {
         let ch = H2Channel::lazy(address)
+            .map_err(|e| Status::invalid_argument(format!("address '{address}': {e}")))?;
+        ch.connection().await?;
+        Ok(ch)
+    }
+
+    /// As `connect`, over TLS.
+    pub async fn connect_tls(
+        address: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, Status> {
+        let ch = H2Channel::lazy_tls(address, config)
             .map_err(|e| Status::invalid_argument(format!("address '{address}': {e}")))?;
         ch.connection().await?;
         Ok(ch)
@@ -125,7 +167,7 @@ impl H2Channel {
         {
             return Err(status.clone());
         }
-        match connect(&self.inner.address).await {
+        match connect(&self.inner.address, self.inner.tls.as_ref()).await {
             Ok(conn) => {
                 *last_failure = None;
                 if let Ok(mut current) = self.inner.current.lock() {
@@ -161,7 +203,11 @@ impl H2Channel {
             .to_bytes();
         // tonic gives the path alone; h2 needs the scheme and authority.
         let mut uri = std::mem::take(&mut head.uri).into_parts();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.scheme = Some(if self.inner.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         uri.authority = Some(self.inner.authority.clone());
         head.uri =
             Uri::from_parts(uri).map_err(|e| Status::internal(format!("request URI: {e}")))?;
@@ -202,7 +248,7 @@ impl tower::Service<Request<tonic::body::Body>> for H2Channel {
     }
 }
 
-async fn connect(address: &str) -> Result<Conn, Status> {
+async fn connect(address: &str, tls: Option<&Tls>) -> Result<Conn, Status> {
     let unreachable = |e: std::io::Error| {
         with_source(
             Status::unavailable(format!("cannot connect to {address}: {e}")),
@@ -214,10 +260,31 @@ async fn connect(address: &str) -> Result<Conn, Status> {
         .map_err(|_| unreachable(std::io::ErrorKind::TimedOut.into()))?
         .map_err(unreachable)?;
     tcp.set_nodelay(true).map_err(unreachable)?;
+    let Some(tls) = tls else {
+        return start(tcp).await;
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(tls.name.clone(), tcp))
+        .await
+        .map_err(|_| unreachable(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(|e| {
+            with_source(
+                Status::unavailable(format!("TLS handshake with {address}: {e}")),
+                e,
+            )
+        })?;
+    start(stream).await
+}
+
+/// HTTP/2 on a connected stream, with its driver and keep-alive tasks.
+async fn start<T>(io: T) -> Result<Conn, Status>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
-        .handshake::<_, Bytes>(tcp)
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(transport)?;
     let closed = Arc::new(AtomicBool::new(false));

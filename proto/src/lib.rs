@@ -14,6 +14,7 @@ pub mod drain;
 pub mod health;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 
 pub mod switchboard {
     #[allow(clippy::all, clippy::pedantic)]

@@ -14,6 +14,7 @@ pub const EJECT_AFTER: u32 = 3;
 pub struct Replica {
     pub id: String,
     pub address: String,
+    pub tls: bool,
     client: GrpcInferenceServiceClient<H2Channel>,
     outstanding: AtomicUsize,
     failures: AtomicU32,
@@ -25,14 +26,19 @@ impl Replica {
         id: String,
         address: String,
         max_message: usize,
+        tls: Option<std::sync::Arc<proto::tls::rustls::ClientConfig>>,
     ) -> Result<Self, proto::channel::InvalidAddress> {
-        let channel = H2Channel::lazy(&address)?;
+        let channel = match &tls {
+            Some(config) => H2Channel::lazy_tls(&address, config.clone())?,
+            None => H2Channel::lazy(&address)?,
+        };
         let client = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
         Ok(Replica {
             id,
             address,
+            tls: tls.is_some(),
             client,
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),

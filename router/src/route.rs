@@ -15,12 +15,17 @@ use tracing::{debug, warn};
 pub struct RouterConfig {
     /// Largest message forwarded to or accepted from a worker.
     pub max_message: usize,
+    /// How to reach workers that advertise TLS: the CA their certificates
+    /// chain to and this gateway's client identity. Without it such
+    /// workers are trusted by the system's roots.
+    pub worker_tls: Option<Arc<proto::tls::rustls::ClientConfig>>,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             max_message: 64 << 20,
+            worker_tls: None,
         }
     }
 }
@@ -45,6 +50,8 @@ impl EndpointRoute {
 #[derive(Default)]
 pub struct Router {
     config: RouterConfig,
+    /// Built on first need: a client config trusting the system's roots.
+    system_roots: std::sync::OnceLock<Option<Arc<proto::tls::rustls::ClientConfig>>>,
     routes: RwLock<HashMap<String, Arc<EndpointRoute>>>,
     pools: RwLock<HashMap<(String, String), Arc<Pool>>>,
     mirror_seq: AtomicU64,
@@ -129,17 +136,30 @@ impl Router {
             .map(|p| {
                 p.values()
                     .flat_map(|pool| pool.replicas())
-                    .map(|r| (format!("{}@{}", r.id, r.address), r))
+                    .map(|r| (replica_key(&r.id, &r.address, r.tls), r))
                     .collect()
             })
             .unwrap_or_default();
         let mut next: HashMap<(String, String), Vec<Arc<Replica>>> = HashMap::new();
         for w in workers {
-            let key = format!("{}@{}", w.id, w.address);
+            let key = replica_key(&w.id, &w.address, w.tls);
             let replica = match existing.get(&key) {
                 Some(r) => r.clone(),
                 None => {
-                    match Replica::new(w.id.clone(), w.address.clone(), self.config.max_message) {
+                    let tls = match (w.tls, &self.config.worker_tls) {
+                        (false, _) => None,
+                        (true, Some(c)) => Some(c.clone()),
+                        (true, None) => match self.system_roots() {
+                            Some(c) => Some(c),
+                            None => continue,
+                        },
+                    };
+                    match Replica::new(
+                        w.id.clone(),
+                        w.address.clone(),
+                        self.config.max_message,
+                        tls,
+                    ) {
                         Ok(r) => Arc::new(r),
                         Err(e) => {
                             warn!(worker = %w.id, address = %w.address, error = %e, "bad worker address");
@@ -161,6 +181,17 @@ impl Router {
         for (k, replicas) in next {
             pools.entry(k).or_default().set(replicas);
         }
+    }
+
+    /// For a worker that speaks TLS when no worker CA was given.
+    fn system_roots(&self) -> Option<Arc<proto::tls::rustls::ClientConfig>> {
+        self.system_roots
+            .get_or_init(|| {
+                proto::tls::client_config(&Default::default())
+                    .inspect_err(|e| warn!(error = %e, "no TLS config for workers"))
+                    .ok()
+            })
+            .clone()
     }
 
     pub fn pool(&self, endpoint: &str, deployment: &str) -> Option<Arc<Pool>> {
@@ -329,6 +360,11 @@ impl Router {
         });
         futures::future::join_all(checks).await;
     }
+}
+
+/// A replica is kept across registry reads while this stays the same.
+fn replica_key(id: &str, address: &str, tls: bool) -> String {
+    format!("{id}@{address}{}", if tls { " tls" } else { "" })
 }
 
 #[cfg(test)]

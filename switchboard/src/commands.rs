@@ -23,6 +23,10 @@ pub struct Conn {
     /// SWITCHBOARD_KEY, then SWITCHBOARD_ADMIN_KEY.
     #[arg(long, env = "SWITCHBOARD_KEY", global = true, hide_env_values = true)]
     pub key: Option<String>,
+    /// CA certificate (PEM) an `https://` gateway's certificate chains to;
+    /// default: the system's roots.
+    #[arg(long, env = "SWITCHBOARD_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Only the connection flags, for parsing the environment alone.
@@ -44,7 +48,11 @@ impl Conn {
             .key
             .clone()
             .or_else(|| std::env::var("SWITCHBOARD_ADMIN_KEY").ok());
-        Client::connect_pinned(&self.url, key.as_deref(), pin)
+        let tls = client::ClientTlsFiles {
+            ca: self.ca_cert.clone(),
+            identity: None,
+        };
+        Client::connect_with(&self.url, key.as_deref(), pin, &tls)
             .await
             .with_context(|| format!("connecting to {}", self.url))
     }

@@ -8,4 +8,5 @@ pub mod output;
 pub mod probes;
 pub mod redis_server;
 pub mod roles;
+pub mod tls_flags;
 pub mod up;

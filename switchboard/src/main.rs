@@ -21,6 +21,10 @@ struct Cli {
     /// other half is left to model instances, which run on their own threads).
     #[arg(long, global = true, env = "SWITCHBOARD_THREADS")]
     threads: Option<usize>,
+    /// CA certificate (PEM) that a `rediss://` Redis's certificate chains
+    /// to, for every role; default: the system's roots.
+    #[arg(long, global = true, env = "SWITCHBOARD_REDIS_CA_CERT")]
+    redis_ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -65,6 +69,9 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Libraries that build their own rustls configs find ring here, also in
+    // builds where a second provider is compiled in (`cloud`: aws-lc-rs).
+    client::proto::tls::install_default_provider();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cli.threads.unwrap_or(cores / 2).max(1);
     // One thread gets the current-thread runtime, not a one-worker pool: its
@@ -83,6 +90,20 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(run(cli))
+        .map_err(tls_hint)
+}
+
+/// A TLS server answers a plaintext HTTP/2 client with a TLS alert, which
+/// h2 reads as a frame far over the size limit: name the likely cause.
+fn tls_hint(e: anyhow::Error) -> anyhow::Error {
+    if format!("{e:#}").contains("frame with invalid size") {
+        e.context(
+            "the server did not speak plaintext HTTP/2: if it serves TLS, use an https:// URL \
+             (and --ca-cert for a private CA)",
+        )
+    } else {
+        e
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -93,6 +114,9 @@ async fn run(cli: Cli) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(ca) = &cli.redis_ca_cert {
+        redis_conn::use_ca_cert(ca).with_context(|| format!("--redis-ca-cert {}", ca.display()))?;
+    }
     let admin_key = std::env::var("SWITCHBOARD_ADMIN_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty());

@@ -1,6 +1,7 @@
 //! Server roles as their own processes: `switchboard gateway` and
 //! `switchboard worker`. `up` runs the same pieces in one process.
 
+use crate::tls_flags::{ServeTlsArgs, WorkerTlsArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use engine::OrtOptions;
@@ -29,6 +30,10 @@ pub struct GatewayArgs {
     pub rate_limit: u32,
     #[command(flatten)]
     pub drain: DrainArgs,
+    #[command(flatten)]
+    pub tls: ServeTlsArgs,
+    #[command(flatten)]
+    pub worker_tls: WorkerTlsArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -145,6 +150,8 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = 1.0)]
     pub drain_grace: f64,
     #[command(flatten)]
+    pub tls: ServeTlsArgs,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
 }
 
@@ -159,6 +166,8 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
         max_message: args.max_message,
         rate_limit: args.rate_limit,
         drain_timeout: args.drain.timeout(),
+        tls: args.tls.files(),
+        worker_tls: args.worker_tls.files(),
         ..Default::default()
     };
     gateway::serve(config, listener, shutdown_signal()).await?;
@@ -180,6 +189,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         id: args.id,
         drain_timeout: args.drain.timeout(),
         drain_grace: Duration::from_secs_f64(args.drain_grace.clamp(0.0, 3600.0)),
+        tls: args.tls.files(),
         ..Default::default()
     };
     gpu_worker::server::run::serve(config, listener, shutdown_signal()).await?;
@@ -299,7 +309,11 @@ pub async fn batcher(args: BatcherArgs) -> Result<()> {
         let bound = crate::probes::serve(addr, config.ready.clone()).await?;
         println!("batcher probes on http://{bound} (/live, /ready, /metrics)");
     }
-    println!("batcher {} reading jobs from {}", config.id, args.redis);
+    println!(
+        "batcher {} reading jobs from {}",
+        config.id,
+        redis_conn::redacted(&args.redis)
+    );
     batcher::run(config, shutdown_signal()).await?;
     Ok(())
 }

@@ -51,6 +51,7 @@ async fn gateway_process(drain_timeout: &str) -> Setup {
             deployment: "blue".into(),
             capacity: 1,
         }],
+        tls: false,
     };
     let conn = redis_conn::connect(&c.redis.url()).await.unwrap();
     let registration = Registration::register(conn, record, Duration::from_secs(6))

@@ -7,6 +7,7 @@
 use super::{Deployments, WorkerService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use engine::{EngineError, OrtFactory, OrtOptions};
+use futures::future::Either;
 use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use registry::{Registration, ServedDeployment, WorkerRecord};
@@ -59,6 +60,9 @@ pub struct WorkerConfig {
     /// How long the worker keeps serving after leaving the registry, for
     /// gateways to take it out of rotation before it refuses new calls.
     pub drain_grace: Duration,
+    /// Serve TLS; with a client CA, only clients holding a certificate it
+    /// signed (gateways, batchers) are let in.
+    pub tls: Option<proto::tls::ServerTlsFiles>,
 }
 
 impl Default for WorkerConfig {
@@ -73,6 +77,7 @@ impl Default for WorkerConfig {
             id: None,
             drain_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -89,6 +94,8 @@ pub enum WorkerError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] proto::tls::TlsError),
 }
 
 /// Loads every deployment's model, starts its scheduler and warms it with
@@ -148,6 +155,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(proto::tls::server_config)
+        .transpose()?;
     let deployments = load(&config).await?;
     let address = match &config.advertise {
         Some(a) => a.clone(),
@@ -162,6 +174,7 @@ pub async fn serve(
                     .clone()
                     .unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), address)),
                 address: address.clone(),
+                tls: tls.is_some(),
                 deployments: deployments
                     .iter()
                     .map(|(e, d, s)| ServedDeployment {
@@ -181,7 +194,7 @@ pub async fn serve(
     let service = GrpcInferenceServiceServer::new(WorkerService::new(deployments, health.clone()))
         .max_decoding_message_size(config.max_message)
         .max_encoding_message_size(config.max_message);
-    info!(%address, "worker listening");
+    info!(%address, tls = tls.is_some(), "worker listening");
     let leave = {
         let health = health.clone();
         async move {
@@ -195,15 +208,22 @@ pub async fn serve(
             health.drain().await;
         }
     };
-    let router = tonic::transport::Server::builder()
+    let routes = tonic::transport::Server::builder()
         .add_service(health.server())
         .add_service(service);
-    let incoming = proto::incoming_nodelay(listener);
     proto::drain::serve_draining(
         |goaway| {
-            router.serve_with_incoming_shutdown(incoming, async {
+            let stop = async {
                 let _ = goaway.await;
-            })
+            };
+            match tls {
+                Some(tls) => Either::Left(
+                    routes.serve_with_incoming_shutdown(proto::tls::incoming(listener, tls), stop),
+                ),
+                None => Either::Right(
+                    routes.serve_with_incoming_shutdown(proto::incoming_nodelay(listener), stop),
+                ),
+            }
         },
         shutdown,
         leave,

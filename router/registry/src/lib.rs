@@ -37,6 +37,10 @@ pub struct WorkerRecord {
     /// host:port of the worker's V2 gRPC service.
     pub address: String,
     pub deployments: Vec<ServedDeployment>,
+    /// Whether the worker serves TLS. Absent in records from workers that
+    /// predate it, which speak plaintext.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A live registration; `deregister` removes it, dropping it stops the
@@ -152,5 +156,19 @@ pub async fn follow_changes(client: redis::Client, changed: std::sync::Arc<tokio
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkerRecord;
+
+    #[test]
+    fn a_record_from_before_tls_reads_as_plaintext() {
+        let old = r#"{"id":"w1","address":"10.0.0.5:9000","deployments":[]}"#;
+        let r: WorkerRecord = serde_json::from_str(old).unwrap();
+        assert!(!r.tls);
+        let new = serde_json::to_string(&WorkerRecord { tls: true, ..r }).unwrap();
+        assert!(serde_json::from_str::<WorkerRecord>(&new).unwrap().tls);
     }
 }

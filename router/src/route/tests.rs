@@ -39,6 +39,7 @@ fn count(picks: &[String], name: &str) -> usize {
 
 fn worker(id: &str, address: &str, deployments: &[&str]) -> WorkerRecord {
     WorkerRecord {
+        tls: false,
         id: id.into(),
         address: address.into(),
         deployments: deployments

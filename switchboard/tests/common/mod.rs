@@ -278,4 +278,5 @@ impl Cluster {
     }
 }
 pub mod batch;
+pub mod certs;
 pub mod procs;
