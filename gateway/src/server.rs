@@ -13,7 +13,6 @@ use crate::limits::{RateLimitLayer, RateLimiter};
 use crate::manage::ManagementService;
 use crate::oversize::OversizeStatusLayer;
 use crate::store::{Store, StoreError};
-use futures::future::Either;
 use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use proto::switchboard::v1::jobs_server::JobsServer;
@@ -157,25 +156,9 @@ pub async fn serve(
         let health = health.clone();
         async move { health.drain().await }
     };
-    let result = proto::drain::serve_draining(
-        |goaway| {
-            let stop = async {
-                let _ = goaway.await;
-            };
-            match tls {
-                Some(tls) => Either::Left(
-                    routes.serve_with_incoming_shutdown(proto::tls::incoming(listener, tls), stop),
-                ),
-                None => Either::Right(
-                    routes.serve_with_incoming_shutdown(proto::incoming_nodelay(listener), stop),
-                ),
-            }
-        },
-        shutdown,
-        leave,
-        config.drain_timeout,
-    )
-    .await;
+    let result =
+        proto::drain::serve_routes(routes, listener, tls, shutdown, leave, config.drain_timeout)
+            .await;
     background.abort();
     follow.abort();
     follower.abort();

@@ -56,3 +56,50 @@ where
         }
     }
 }
+
+/// The error type tonic's server bounds name.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves `routes` on `listener`, over TLS when `tls` is given, until
+/// `shutdown`; then drains as [`serve_draining`] does. The gateway and the
+/// worker both end their `serve` here.
+pub async fn serve_routes<L, ResBody>(
+    routes: tonic::transport::server::Router<L>,
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+    leave: impl Future<Output = ()>,
+    timeout: Duration,
+) -> Result<(), tonic::transport::Error>
+where
+    L: tower::Layer<tonic::service::Routes>,
+    L::Service: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error: Into<BoxError> + Send,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    use futures::future::Either;
+    serve_draining(
+        |goaway| {
+            let stop = async {
+                let _ = goaway.await;
+            };
+            match tls {
+                Some(tls) => Either::Left(
+                    routes.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), stop),
+                ),
+                None => Either::Right(
+                    routes.serve_with_incoming_shutdown(crate::incoming_nodelay(listener), stop),
+                ),
+            }
+        },
+        shutdown,
+        leave,
+        timeout,
+    )
+    .await
+}

@@ -175,22 +175,7 @@ async fn creations_stay_flat_and_changes_reach_a_second_gateway_at_once() {
 async fn a_gateway_that_missed_a_change_reloads_everything() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(no_workers()).await;
-    let second = c.start_gateway(gateway::GatewayConfig::default()).await;
-    let admin = c.admin().await;
-    let other = connect(&second, Some(ADMIN)).await;
-    admin
-        .create_endpoint("before", pb::AuthMode::Key)
-        .await
-        .unwrap();
-    wait_until(
-        "'before' on the second gateway",
-        Duration::from_secs(2),
-        || {
-            let other = other.clone();
-            async move { other.get_endpoint("before").await.is_ok() }
-        },
-    )
-    .await;
+    let (second, admin) = second_gateway_in_step(&c).await;
 
     // A change whose event is lost, as when the stream was trimmed past a
     // gateway or a failover dropped it: the record and the counter move,
@@ -231,22 +216,7 @@ async fn a_gateway_that_missed_a_change_reloads_everything() {
 async fn changes_keep_arriving_after_redis_restarts() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = Cluster::start(no_workers()).await;
-    let second = c.start_gateway(gateway::GatewayConfig::default()).await;
-    let admin = c.admin().await;
-    let other = connect(&second, Some(ADMIN)).await;
-    admin
-        .create_endpoint("before", pb::AuthMode::Key)
-        .await
-        .unwrap();
-    wait_until(
-        "'before' on the second gateway",
-        Duration::from_secs(2),
-        || {
-            let other = other.clone();
-            async move { other.get_endpoint("before").await.is_ok() }
-        },
-    )
-    .await;
+    let (second, admin) = second_gateway_in_step(&c).await;
 
     // Same port, same data (AOF): the followers reconnect and go on from
     // where they were.
@@ -280,4 +250,26 @@ async fn changes_keep_arriving_after_redis_restarts() {
         },
     )
     .await;
+}
+
+/// A second gateway on `c`'s Redis, once it has seen an endpoint `before`
+/// created through the first: its URL, and an admin client of the first.
+async fn second_gateway_in_step(c: &Cluster) -> (String, client::Client) {
+    let second = c.start_gateway(gateway::GatewayConfig::default()).await;
+    let admin = c.admin().await;
+    let other = connect(&second, Some(ADMIN)).await;
+    admin
+        .create_endpoint("before", pb::AuthMode::Key)
+        .await
+        .unwrap();
+    wait_until(
+        "'before' on the second gateway",
+        Duration::from_secs(2),
+        || {
+            let other = other.clone();
+            async move { other.get_endpoint("before").await.is_ok() }
+        },
+    )
+    .await;
+    (second, admin)
 }

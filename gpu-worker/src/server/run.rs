@@ -7,7 +7,6 @@
 use super::{Deployments, WorkerService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use engine::{EngineError, OrtFactory, OrtOptions};
-use futures::future::Either;
 use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use registry::{Registration, ServedDeployment, WorkerRecord};
@@ -211,24 +210,7 @@ pub async fn serve(
     let routes = tonic::transport::Server::builder()
         .add_service(health.server())
         .add_service(service);
-    proto::drain::serve_draining(
-        |goaway| {
-            let stop = async {
-                let _ = goaway.await;
-            };
-            match tls {
-                Some(tls) => Either::Left(
-                    routes.serve_with_incoming_shutdown(proto::tls::incoming(listener, tls), stop),
-                ),
-                None => Either::Right(
-                    routes.serve_with_incoming_shutdown(proto::incoming_nodelay(listener), stop),
-                ),
-            }
-        },
-        shutdown,
-        leave,
-        config.drain_timeout,
-    )
-    .await?;
+    proto::drain::serve_routes(routes, listener, tls, shutdown, leave, config.drain_timeout)
+        .await?;
     Ok(())
 }
