@@ -217,6 +217,7 @@ async fn changes_keep_arriving_after_redis_restarts() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut c = Cluster::start(no_workers()).await;
     let (second, admin) = second_gateway_in_step(&c).await;
+    let other = connect(&second, Some(ADMIN)).await;
 
     // Same port, same data (AOF): the followers reconnect and go on from
     // where they were.
