@@ -155,11 +155,11 @@ proptest! {
             apply(&mut bytes, m);
         }
         // An undecodable message is refused by the codec before the service.
-        if let Ok(req) = ModelInferRequest::decode(bytes.as_slice()) {
-            if let Err(s) = check(&req) {
-                prop_assert_eq!(s.code(), tonic::Code::InvalidArgument, "{:?}", s);
-                prop_assert!(!s.message().is_empty());
-            }
+        if let Ok(req) = ModelInferRequest::decode(bytes.as_slice())
+            && let Err(s) = check(&req)
+        {
+            prop_assert_eq!(s.code(), tonic::Code::InvalidArgument, "{:?}", s);
+            prop_assert!(!s.message().is_empty());
         }
     }
 
