@@ -12,6 +12,8 @@ use tonic::Status;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fuzz;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {

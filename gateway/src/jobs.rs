@@ -71,20 +71,6 @@ fn state_pb(s: JobState) -> pb::JobState {
 
 /// Local paths and `file://` URIs name files the batchers open directly;
 /// other schemes go through object stores, as far as this build has them.
-fn check_location(what: &str, loc: &str) -> Result<(), Status> {
-    if loc.trim().is_empty() {
-        return Err(bad(format!("{what} is empty")));
-    }
-    match loc.split_once("://") {
-        None => Ok(()),
-        Some((scheme, _)) if queue::scheme_supported(scheme) => Ok(()),
-        Some((scheme, _)) => Err(bad(format!(
-            "{what} '{loc}': scheme '{scheme}' is not supported by this build (local paths, file:// and {}:// are)",
-            queue::REMOTE_SCHEMES.join("://, ")
-        ))),
-    }
-}
-
 pub fn job_pb(j: &JobRecord) -> pb::Job {
     let s = &j.spec;
     pb::Job {
@@ -173,47 +159,18 @@ impl JobsService {
                 "deployment '{deployment}' has no model_uri; batch jobs load the model from it"
             )));
         }
-        check_location("input", &spec.input)?;
-        check_location("output", &spec.output)?;
-        if spec.input.trim_end_matches('/') == spec.output.trim_end_matches('/') {
-            return Err(bad("output must differ from input"));
-        }
         let input_format = format_of(spec.input_format, "input_format")?;
-        let input_path = std::path::Path::new(&spec.input);
-        if input_format.is_none()
-            && input_path.extension().is_some()
-            && Format::from_path(input_path).is_none()
-        {
-            return Err(bad(format!(
-                "input '{}': cannot tell the format from its extension; set input_format (csv, jsonl or parquet)",
-                spec.input
-            )));
-        }
-        let error_threshold = spec.error_threshold.unwrap_or(-1);
-        if error_threshold < -1 {
-            return Err(bad(format!(
-                "error_threshold {error_threshold}: expected -1 (no limit) or a number of rows"
-            )));
-        }
-        let max_retries = spec.max_retries.unwrap_or(queue::DEFAULT_MAX_RETRIES);
-        if max_retries > 100 {
-            return Err(bad(format!("max_retries {max_retries}: at most 100")));
-        }
-        let mut bindings = Vec::new();
-        for b in spec.bindings {
-            if b.input.is_empty() || b.columns.is_empty() {
-                return Err(bad(
-                    "each binding names a model input and at least one column",
-                ));
-            }
-            bindings.push(queue::Binding {
+        let bindings = spec
+            .bindings
+            .into_iter()
+            .map(|b| queue::Binding {
                 input: b.input,
                 columns: b.columns,
-            });
-        }
+            })
+            .collect();
         let action = pb::OutputAction::try_from(spec.output_action)
             .map_err(|_| bad(format!("unknown output_action {}", spec.output_action)))?;
-        Ok(queue::JobSpec {
+        let spec = queue::JobSpec {
             endpoint: spec.endpoint,
             deployment,
             pinned,
@@ -225,8 +182,8 @@ impl JobsService {
             output_format: format_of(spec.output_format, "output_format")?,
             summary_only: action == pb::OutputAction::SummaryOnly,
             mini_batch_size: spec.mini_batch_size,
-            max_retries,
-            error_threshold,
+            max_retries: spec.max_retries.unwrap_or(queue::DEFAULT_MAX_RETRIES),
+            error_threshold: spec.error_threshold.unwrap_or(-1),
             priority: spec.priority,
             allow_nan: spec.allow_nan,
             shard_rows: if spec.shard_rows == 0 {
@@ -235,7 +192,9 @@ impl JobsService {
                 spec.shard_rows
             },
             csv_header: spec.csv_header,
-        })
+        };
+        spec.check().map_err(|e| bad(e.to_string()))?;
+        Ok(spec)
     }
 
     /// A job, if this caller may see it: the admin, or a credential that

@@ -1,8 +1,9 @@
 //! Every row of DESIGN.md's error table, produced through the gateway.
+//! Malformed inference requests (names, dtypes, shapes, sizes, contents,
+//! parameters) have their own table in `malformed.rs`.
 
 mod common;
 
-use bytes::Bytes;
 use client::f32_request;
 use client::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use client::proto::inference::{
@@ -268,71 +269,6 @@ async fn routing_errors() {
         call(url, Some(&admin), req).await,
         Code::Unavailable,
         "replica",
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn input_errors_name_the_input() {
-    let mut opts = Options::default();
-    opts.gateway.max_message = 1 << 20;
-    let c = Cluster::start(opts).await;
-    c.deploy_digits().await;
-    c.wait_routable(&c.gateway_url, "digits", &["blue", "green"])
-        .await;
-    let admin = format!("Bearer {ADMIN}");
-    let url = &c.gateway_url;
-
-    let mut r = digits();
-    r.inputs[0].name = "pixels".into();
-    expect(
-        call(url, Some(&admin), r).await,
-        Code::InvalidArgument,
-        "missing input 'input'",
-    );
-    let mut r = digits();
-    r.inputs[0].datatype = "FP64".into();
-    r.raw_input_contents[0] = Bytes::from(vec![0u8; 64 * 8]);
-    expect(
-        call(url, Some(&admin), r).await,
-        Code::InvalidArgument,
-        "input 'input': expected datatype FP32, got FP64",
-    );
-    let mut r = digits();
-    r.inputs[0].shape = vec![1, 63];
-    expect(
-        call(url, Some(&admin), r).await,
-        Code::InvalidArgument,
-        "input 'input': expected shape",
-    );
-    let mut r = digits();
-    r.raw_input_contents[0] = Bytes::from(vec![0u8; 100]);
-    expect(
-        call(url, Some(&admin), r).await,
-        Code::InvalidArgument,
-        "needs 256 bytes, got 100",
-    );
-    let mut r = digits();
-    r.inputs[0].shape = vec![0, 64];
-    r.raw_input_contents[0] = Bytes::new();
-    expect(
-        call(url, Some(&admin), r).await,
-        Code::InvalidArgument,
-        "input 'input': empty batch",
-    );
-    let mut r = digits();
-    r.inputs.clear();
-    r.raw_input_contents.clear();
-    expect(
-        call(url, Some(&admin), r).await,
-        Code::InvalidArgument,
-        "no inputs",
-    );
-    // 2 MiB against a 1 MiB limit.
-    let big = f32_request("digits", "input", &vec![vec![0.0; 64]; 8192], true).unwrap();
-    expect(
-        call(url, Some(&admin), big).await,
-        Code::ResourceExhausted,
-        "too large",
     );
 }
 

@@ -3,12 +3,14 @@
 //! It also owns what both sides must agree on about a spec: the file
 //! formats and the location schemes a batcher of this build can open.
 
+mod check;
 mod format;
 mod job;
 mod location;
 mod scripts;
 mod store;
 
+pub use check::SpecError;
 pub use format::{Format, UnknownFormat};
 pub use job::{
     Binding, DEFAULT_MAX_RETRIES, DEFAULT_SHARD_ROWS, JobRecord, JobSpec, JobState, now_ms,

@@ -23,7 +23,36 @@ fn open(path: &Path) -> Result<(File, ArrowReaderMetadata), IoError> {
             path.display()
         ))
     })?;
+    let len = file.metadata().map_err(|e| IoError::io(path, e))?.len();
+    check_chunks(path, len, &meta)?;
     Ok((file, meta))
+}
+
+/// Every column chunk the footer names lies inside the file. parquet
+/// panics on a negative offset or size (`ColumnChunkMetaData::byte_range`)
+/// and a corrupt footer can say anything, so it is checked once here,
+/// where a bad file is still an error.
+fn check_chunks(path: &Path, file_len: u64, meta: &ArrowReaderMetadata) -> Result<(), IoError> {
+    for (g, group) in meta.metadata().row_groups().iter().enumerate() {
+        for (c, col) in group.columns().iter().enumerate() {
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or_else(|| col.data_page_offset());
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(col.compressed_size()).ok())
+                .and_then(|(s, l)| s.checked_add(l));
+            if end.is_none_or(|end| end > file_len) {
+                return Err(IoError::invalid(format!(
+                    "{}: not a readable Parquet file: row group {g}, column {c} \
+                     claims bytes from {start}, {} long, in a file of {file_len}",
+                    path.display(),
+                    col.compressed_size()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Groups consecutive row groups into pieces of at most `per_piece` rows
@@ -114,7 +143,24 @@ impl ParquetPiece {
     }
 
     pub(crate) fn next_chunk(&mut self) -> Result<Option<Chunk>, IoError> {
-        let Some(batch) = self.reader.next().transpose()? else {
+        // parquet and arrow decode pages with asserts that a corrupt page
+        // can trip (seen by io_fuzz: "offset + len out of bounds" in
+        // arrow-buffer's bit iterator). A panic here is a bad file, not a
+        // bad batcher: it becomes this piece's error, and the reader is
+        // not used again (PieceReader ends after an error).
+        let reader = &mut self.reader;
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.next()))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                IoError::invalid(format!(
+                    "not a readable Parquet file: decoding failed: {why}"
+                ))
+            })?;
+        let Some(batch) = next.transpose()? else {
             return Ok(None);
         };
         let n = batch.num_rows() as u64;

@@ -16,29 +16,104 @@ fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) ->
     out.into()
 }
 
-/// Bytes of a typed `contents` field, converted to `dtype`'s width.
-fn typed_bytes(name: &str, dtype: DataType, c: &InferTensorContents) -> Result<Bytes, EngineError> {
+/// The `contents` field that carries `dtype` (Triton's table: 8/16-bit
+/// integers travel widened in `int_contents` / `uint_contents`).
+fn field_of(dtype: DataType) -> &'static str {
+    match dtype {
+        DataType::Fp32 => "fp32_contents",
+        DataType::Fp64 => "fp64_contents",
+        DataType::Int64 => "int64_contents",
+        DataType::Int32 | DataType::Int16 | DataType::Int8 => "int_contents",
+        DataType::Uint64 => "uint64_contents",
+        DataType::Uint32 | DataType::Uint16 | DataType::Uint8 => "uint_contents",
+        DataType::Bool => "bool_contents",
+    }
+}
+
+/// Fields of `c` that hold values, with their counts.
+fn filled(c: &InferTensorContents) -> Vec<(&'static str, usize)> {
+    [
+        ("fp32_contents", c.fp32_contents.len()),
+        ("fp64_contents", c.fp64_contents.len()),
+        ("int64_contents", c.int64_contents.len()),
+        ("int_contents", c.int_contents.len()),
+        ("uint64_contents", c.uint64_contents.len()),
+        ("uint_contents", c.uint_contents.len()),
+        ("bool_contents", c.bool_contents.len()),
+        ("bytes_contents", c.bytes_contents.len()),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .collect()
+}
+
+/// A narrow integer widened for the wire, narrowed back; a value that does
+/// not fit is refused rather than wrapped.
+fn narrow<W: Copy + std::fmt::Display, T: TryFrom<W>>(
+    name: &str,
+    dtype: DataType,
+    values: &[W],
+) -> Result<Vec<T>, EngineError> {
+    values
+        .iter()
+        .map(|&v| {
+            T::try_from(v).map_err(|_| {
+                EngineError::InvalidArgument(format!(
+                    "input '{name}': value {v} in {} is out of range for {dtype}",
+                    field_of(dtype)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Bytes of a typed `contents` field, converted to `dtype`'s width. Only
+/// the field that carries `dtype` may hold values, and as many as the shape
+/// has elements (when the shape's size can be computed at all; a shape
+/// that cannot is refused later, against the model).
+fn typed_bytes(
+    name: &str,
+    dtype: DataType,
+    shape: &[i64],
+    c: &InferTensorContents,
+) -> Result<Bytes, EngineError> {
+    let want = field_of(dtype);
+    let filled = filled(c);
+    if let Some((other, _)) = filled.iter().find(|(f, _)| *f != want) {
+        return Err(EngineError::InvalidArgument(format!(
+            "input '{name}': {other} given for a {dtype} input; expected {want}"
+        )));
+    }
+    let got = filled.first().map_or(0, |(_, n)| *n);
+    let elements = shape.iter().try_fold(1usize, |acc, &d| {
+        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+    });
+    if let Some(elements) = elements.filter(|&e| e != got) {
+        return Err(EngineError::InvalidArgument(format!(
+            "input '{name}': shape {shape:?} has {elements} elements, {want} has {got}"
+        )));
+    }
     Ok(match dtype {
         DataType::Fp32 => le_bytes(&c.fp32_contents, f32::to_le_bytes),
         DataType::Fp64 => le_bytes(&c.fp64_contents, f64::to_le_bytes),
         DataType::Int64 => le_bytes(&c.int64_contents, i64::to_le_bytes),
         DataType::Int32 => le_bytes(&c.int_contents, i32::to_le_bytes),
-        DataType::Int16 => le_bytes(&c.int_contents, |v| (v as i16).to_le_bytes()),
-        DataType::Int8 => le_bytes(&c.int_contents, |v| (v as i8).to_le_bytes()),
+        DataType::Int16 => le_bytes(
+            &narrow::<i32, i16>(name, dtype, &c.int_contents)?,
+            i16::to_le_bytes,
+        ),
+        DataType::Int8 => le_bytes(
+            &narrow::<i32, i8>(name, dtype, &c.int_contents)?,
+            i8::to_le_bytes,
+        ),
         DataType::Uint64 => le_bytes(&c.uint64_contents, u64::to_le_bytes),
         DataType::Uint32 => le_bytes(&c.uint_contents, u32::to_le_bytes),
-        DataType::Uint16 => le_bytes(&c.uint_contents, |v| (v as u16).to_le_bytes()),
-        DataType::Uint8 => le_bytes(&c.uint_contents, |v| [v as u8]),
+        DataType::Uint16 => le_bytes(
+            &narrow::<u32, u16>(name, dtype, &c.uint_contents)?,
+            u16::to_le_bytes,
+        ),
+        DataType::Uint8 => le_bytes(&narrow::<u32, u8>(name, dtype, &c.uint_contents)?, |v| [v]),
         DataType::Bool => le_bytes(&c.bool_contents, |v| [u8::from(v)]),
-    })
-    .and_then(|b: Bytes| {
-        if b.is_empty() && !c.bytes_contents.is_empty() {
-            Err(EngineError::InvalidArgument(format!(
-                "input '{name}': BYTES contents given for a {dtype} input"
-            )))
-        } else {
-            Ok(b)
-        }
     })
 }
 
@@ -58,12 +133,24 @@ pub fn request_inputs(
     if req.inputs.is_empty() {
         return Err(EngineError::InvalidArgument("request has no inputs".into()));
     }
-    let mut out = Vec::with_capacity(req.inputs.len());
+    let mut out: Vec<(String, Tensor)> = Vec::with_capacity(req.inputs.len());
     for (i, t) in req.inputs.iter().enumerate() {
-        out.push((
-            t.name.clone(),
-            input_tensor(t, raw.then(|| req.raw_input_contents[i].clone()))?,
-        ));
+        // As Triton: the two ways of sending data exclude each other, per
+        // input, so no request is ever read two ways.
+        if raw && t.contents.is_some() {
+            return Err(EngineError::InvalidArgument(format!(
+                "input '{}': contents must not be given along with raw_input_contents",
+                t.name
+            )));
+        }
+        if out.iter().any(|(n, _)| *n == t.name) {
+            return Err(EngineError::InvalidArgument(format!(
+                "input '{}' is given more than once",
+                t.name
+            )));
+        }
+        let data = req.raw_input_contents.get(i).filter(|_| raw).cloned();
+        out.push((t.name.clone(), input_tensor(t, data)?));
     }
     Ok((out, raw))
 }
@@ -77,8 +164,13 @@ fn input_tensor(t: &InferInputTensor, raw: Option<Bytes>) -> Result<Tensor, Engi
     })?;
     let data = match (raw, &t.contents) {
         (Some(raw), _) => raw,
-        (None, Some(c)) => typed_bytes(&t.name, dtype, c)?,
-        (None, None) => Bytes::new(),
+        (None, Some(c)) => typed_bytes(&t.name, dtype, &t.shape, c)?,
+        (None, None) => {
+            return Err(EngineError::InvalidArgument(format!(
+                "input '{}': no data (neither contents nor raw_input_contents)",
+                t.name
+            )));
+        }
     };
     Ok(Tensor {
         dtype,

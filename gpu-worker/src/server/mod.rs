@@ -5,9 +5,13 @@
 
 mod convert;
 mod metadata;
+mod params;
 pub mod run;
+#[cfg(test)]
+mod tests;
 
 pub use convert::{config_dtype, output_tensor, request_inputs};
+pub use params::{Reserved, reserved};
 pub use proto::deadline_of;
 
 use crate::scheduler::{Request, Scheduler};
@@ -16,7 +20,7 @@ use proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use proto::inference::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 /// The engine's refusals as gRPC statuses (DESIGN.md's error table).
@@ -102,31 +106,15 @@ impl WorkerService {
     ) -> Result<ModelInferResponse, Status> {
         let (deployment, scheduler) = self.deployments.find(&req.model_name, &req.model_version)?;
         let (inputs, raw) = request_inputs(&req).map_err(status_of)?;
+        let asked = reserved(&req).map_err(status_of)?;
         let mut deadline = deadline;
-        if let Some(us) = int_param(&req, "timeout").filter(|&us| us > 0) {
-            let d = Instant::now() + Duration::from_micros(us as u64);
+        if let Some(d) = asked.timeout.and_then(|t| Instant::now().checked_add(t)) {
             deadline = Some(deadline.map_or(d, |x| x.min(d)));
         }
-        let priority = int_param(&req, "priority")
-            .unwrap_or(0)
-            .clamp(0, u32::MAX as i64) as u32;
+        let priority = asked.priority;
         let sig = scheduler.signature();
         // Check requested outputs before running anything.
-        let wanted: Vec<usize> = if req.outputs.is_empty() {
-            (0..sig.outputs.len()).collect()
-        } else {
-            req.outputs
-                .iter()
-                .map(|o| {
-                    sig.outputs
-                        .iter()
-                        .position(|s| s.name == o.name)
-                        .ok_or_else(|| {
-                            Status::invalid_argument(format!("unknown output '{}'", o.name))
-                        })
-                })
-                .collect::<Result<_, _>>()?
-        };
+        let wanted = wanted_outputs(sig, &req)?;
         let resp = scheduler
             .infer(Request {
                 inputs,
@@ -154,13 +142,31 @@ impl WorkerService {
     }
 }
 
-fn int_param(req: &ModelInferRequest, key: &str) -> Option<i64> {
-    use infer_parameter::ParameterChoice as P;
-    match req.parameters.get(key)?.parameter_choice.as_ref()? {
-        P::Int64Param(v) => Some(*v),
-        P::Uint64Param(v) => i64::try_from(*v).ok(),
-        _ => None,
+/// Indices of the requested outputs in the signature (all when none are
+/// named); an unknown or repeated name is refused.
+pub fn wanted_outputs(
+    sig: &engine::ModelSignature,
+    req: &ModelInferRequest,
+) -> Result<Vec<usize>, Status> {
+    if req.outputs.is_empty() {
+        return Ok((0..sig.outputs.len()).collect());
     }
+    let mut wanted = Vec::with_capacity(req.outputs.len());
+    for o in &req.outputs {
+        let i = sig
+            .outputs
+            .iter()
+            .position(|s| s.name == o.name)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown output '{}'", o.name)))?;
+        if wanted.contains(&i) {
+            return Err(Status::invalid_argument(format!(
+                "output '{}' is requested more than once",
+                o.name
+            )));
+        }
+        wanted.push(i);
+    }
+    Ok(wanted)
 }
 
 #[tonic::async_trait]
