@@ -13,7 +13,10 @@
    /models to the repository's models), waits on the manifests' own probes,
    then scores rows through the gateway.
 
-Usage: deploy_check.py KUBECTL SWITCHBOARD_BINARY
+5. Validates deploy/compose/compose.yaml against the compose schema and
+   starts its services the same way (two gateways, two workers, a batcher).
+
+Usage: deploy_check.py KUBECTL SWITCHBOARD_BINARY COMPOSE_SCHEMA_JSON
 """
 import json
 import os
@@ -158,93 +161,66 @@ def free_port():
 
 
 class Fleet:
-    def __init__(self, objs, binary, tmp):
-        self.objs, self.binary, self.tmp = objs, binary, tmp
+    """Processes started on loopback from a manifest's command lines."""
+
+    def __init__(self, binary, tmp, hosts):
+        os.makedirs(tmp)
+        self.binary, self.tmp, self.hosts = binary, tmp, sorted(hosts, key=len, reverse=True)
         self.ports = {}
         self.procs = []
-        secret = find(objs, "Secret", "switchboard-admin")
-        self.secrets = {"switchboard-admin": secret.get("stringData", {})}
 
-    def port(self, p):
-        return self.ports.setdefault(int(p), free_port())
+    def port(self, host, p):
+        """The loopback port standing for HOST:P (each pod or service has its own ports)."""
+        return self.ports.setdefault((host, int(p)), free_port())
 
-    def local(self, s):
-        """A manifest string with cluster addresses and paths mapped to this machine."""
-        s = re.sub(r"\b(?:0\.0\.0\.0|127\.0\.0\.1|redis|gateway|localhost):(\d+)",
-                   lambda m: f"127.0.0.1:{self.port(m.group(1))}", s)
+    def local(self, s, me):
+        """A manifest string with addresses and paths mapped to this machine: the
+        process's own addresses (0.0.0.0, its pod IP, localhost) and other
+        services' names become loopback ports of their own."""
+        def addr(m):
+            host = me if m.group(1) in ("0.0.0.0", "127.0.0.1", "localhost") else m.group(1)
+            return f"127.0.0.1:{self.port(host, m.group(2))}"
+        s = re.sub(r"\b(0\.0\.0\.0|127\.0\.0\.1|localhost|" + "|".join(map(re.escape, self.hosts)) + r"):(\d+)\b", addr, s)
         s = re.sub(r"(^|=)/models/", lambda m: m.group(1) + os.path.join(ROOT, "models") + "/", s)
-        s = re.sub(r"(^|=)/cache$", lambda m: m.group(1) + os.path.join(self.tmp, "cache"), s)
+        s = re.sub(r"(^|=)/cache$", lambda m: m.group(1) + os.path.join(self.tmp, "cache-" + me), s)
         return s
 
-    def env(self, c, pod_name):
-        env = {"PATH": os.environ["PATH"], "RUST_LOG": "warn"}
-        for e in c.get("env", []):
-            if "value" in e:
-                v = e["value"]
-            elif "fieldRef" in e["valueFrom"]:
-                v = {"status.podIP": "127.0.0.1", "metadata.name": pod_name}[e["valueFrom"]["fieldRef"]["fieldPath"]]
-            elif "secretKeyRef" in e["valueFrom"]:
-                ref = e["valueFrom"]["secretKeyRef"]
-                v = self.secrets[ref["name"]][ref["key"]]
-            else:
-                raise ValueError(f"unsupported env source {e}")
-            # Kubernetes expands $(VAR) from variables defined before this one.
-            env[e["name"]] = self.local(re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), v))
-        return env
-
-    def start(self, name):
-        c = container(self.objs, "Deployment", name)
-        env = self.env(c, f"{name}-0")
-        expand = lambda a: self.local(re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a))
-        cmd = [expand(a) for a in c["command"] + c.get("args", [])]
-        if cmd[0] != "switchboard":
-            fail(f"{name}: command is {cmd[0]}, the image's binary is switchboard")
-        cmd[0] = self.binary
-        print(f"deploy_check: {name}: {' '.join(cmd[1:])}", file=sys.stderr)
+    def spawn(self, name, argv, env):
+        if argv[0] != "switchboard":
+            fail(f"{name}: runs {argv[0]}, the image's binary is switchboard")
+        argv = [self.binary] + argv[1:]
+        print(f"deploy_check: {name}: {' '.join(argv[1:])}", file=sys.stderr)
+        env = {"PATH": os.environ["PATH"], "RUST_LOG": "warn", **env}
         log = open(os.path.join(self.tmp, f"{name}.log"), "w")
-        p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, p))
-        return c
 
-    def start_redis(self):
-        ss = find(self.objs, "StatefulSet", "redis")
-        c = ss["spec"]["template"]["spec"]["containers"][0]
-        conf = find(self.objs, "ConfigMap", "redis-config")["data"]["redis.conf"]
-        mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "config")
-        if c["command"][:2] != ["redis-server", f"{mount}/redis.conf"]:
-            fail(f"redis command {c['command']} does not run the ConfigMap's redis.conf")
-        port = self.port(c["ports"][0]["containerPort"])
-        os.makedirs(os.path.join(self.tmp, "data"))
-        path = os.path.join(self.tmp, "redis.conf")
-        with open(path, "w") as f:
-            f.write(conf.replace("dir /data", f"dir {self.tmp}/data"))
-            f.write(f"\nport {port}\nbind 127.0.0.1\n")
-        p = subprocess.Popen(["redis-server", path], stdout=subprocess.DEVNULL, start_new_session=True)
-        self.procs.append(("redis", p))
-        wait(f"redis on {port}", lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"],
-                                                        capture_output=True, text=True).stdout.strip() == "PONG")
+    def redis(self, name, argv, port):
+        """redis-server as the manifest runs it, its data dir and port on this machine."""
+        d = os.path.join(self.tmp, f"data-{name}")
+        os.makedirs(d)
+        if "--dir" in argv:  # the volume's mount point: here, a folder of its own
+            i = argv.index("--dir")
+            argv = argv[:i] + argv[i + 2:]
+        argv = argv + ["--dir", d, "--port", str(self.port(name, port)), "--bind", "127.0.0.1"]
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, p))
+        wait(f"{name} on {self.port(name, port)}", lambda: self.alive(name) and subprocess.run(
+            ["redis-cli", "-p", str(self.port(name, port)), "ping"], capture_output=True, text=True).stdout.strip() == "PONG")
 
-    def probe_ok(self, probe):
-        if "grpc" in probe:
-            return subprocess.run([self.binary, "health", "--timeout", "1", "--url",
-                                   f"http://127.0.0.1:{self.port(probe['grpc']['port'])}"],
-                                  capture_output=True).returncode == 0
-        if "httpGet" in probe:
-            try:
-                url = f"http://127.0.0.1:{self.port(probe['httpGet']['port'])}{probe['httpGet']['path']}"
-                return urllib.request.urlopen(url, timeout=1).status == 200
-            except OSError:
-                return False
-        raise ValueError(f"unsupported probe {probe}")
+    def health(self, url):
+        return subprocess.run([self.binary, "health", "--timeout", "1", "--url", url], capture_output=True).returncode == 0
 
-    def ready(self, name, c):
-        for kind in ["readinessProbe", "livenessProbe"]:
-            wait(f"{name} {kind}", lambda: self.alive(name) and self.probe_ok(c[kind]))
+    def http_ok(self, url):
+        try:
+            return urllib.request.urlopen(url, timeout=1).status == 200
+        except OSError:
+            return False
 
     def alive(self, name):
         for n, p in self.procs:
             if n == name and p.poll() is not None:
-                log = open(os.path.join(self.tmp, f"{name}.log")).read()
+                log = open(os.path.join(self.tmp, f"{name}.log")).read() if os.path.exists(os.path.join(self.tmp, f"{name}.log")) else ""
                 raise RuntimeError(f"{name} exited with {p.returncode}:\n{log}")
         return True
 
@@ -257,6 +233,7 @@ class Fleet:
                 p.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def wait(what, cond, deadline_s=60):
@@ -275,39 +252,141 @@ def sb(binary, env, *args):
     return out.stdout
 
 
-def start_fleet(objs, binary, tmp):
-    fleet = Fleet(objs, binary, tmp)
-    try:
-        fleet.start_redis()
-        cs = {name: fleet.start(name) for name in ["gateway", "worker", "batcher"]}
-        for name, c in cs.items():
-            fleet.ready(name, c)
-        gw = f"http://127.0.0.1:{fleet.port(8001)}"
-        admin = fleet.secrets["switchboard-admin"]["SWITCHBOARD_ADMIN_KEY"]
-        env = {"PATH": os.environ["PATH"], "SWITCHBOARD_URL": gw, "SWITCHBOARD_ADMIN_KEY": admin}
-        created = json.loads(sb(binary, env, "endpoint", "create", "digits", "--auth", "key"))
-        worker_args = container(objs, "Deployment", "worker")["args"]
-        model = fleet.local(flag(worker_args, "deployment").split("=", 1)[1])
-        sb(binary, env, "deployment", "create", "digits", "blue", "--model", model)
+def score_through(binary, gateways, admin, model, what):
+    """Creates the digits endpoint through the first gateway, scores through each."""
+    env = {"PATH": os.environ["PATH"], "SWITCHBOARD_URL": gateways[0], "SWITCHBOARD_ADMIN_KEY": admin}
+    created = json.loads(sb(binary, env, "endpoint", "create", "digits", "--auth", "key"))
+    sb(binary, env, "deployment", "create", "digits", "blue", "--model", model)
+    expected = os.path.join(ROOT, "models", "digits_mlp.expected.json")
+    for gw in gateways:
         key_env = {"PATH": os.environ["PATH"], "SWITCHBOARD_URL": gw, "SWITCHBOARD_KEY": created["primary_key"]}
-        expected = os.path.join(ROOT, "models", "digits_mlp.expected.json")
         out = {}
         def scored():
-            r = subprocess.run([binary, "invoke", "digits", "--file", expected], env=key_env,
-                               capture_output=True, text=True, timeout=30)
-            out["r"] = r
-            return r.returncode == 0
-        # The gateway sees the worker's registration within its 250 ms poll.
-        wait("a scored request through the gateway", scored, 20)
+            out["r"] = subprocess.run([binary, "invoke", "digits", "--file", expected], env=key_env,
+                                      capture_output=True, text=True, timeout=30)
+            return out["r"].returncode == 0
+        # A gateway sees a worker's registration within its 250 ms poll.
+        wait(f"a scored request through {gw}", scored, 20)
         if '"model_version": "blue"' not in out["r"].stdout:
-            fail(f"invoke through the gateway answered {out['r'].stdout[:400]}")
-        print("deploy_check: scored 16 rows through the gateway of the cpu overlay's fleet", file=sys.stderr)
+            fail(f"{what}: invoke through {gw} answered {out['r'].stdout[:400]}")
+    print(f"deploy_check: {what}: scored 16 rows through {len(gateways)} gateway(s)", file=sys.stderr)
+
+
+def k8s_fleet(objs, binary, tmp):
+    """The cpu overlay's roles with their rendered command/args/env."""
+    fleet = Fleet(binary, tmp, [o["metadata"]["name"] for o in objs if o["kind"] == "Service"])
+    secrets = {o["metadata"]["name"]: o.get("stringData", {}) for o in objs if o["kind"] == "Secret"}
+
+    def env_of(c, me):
+        env = {}
+        for e in c.get("env", []):
+            if "value" in e:
+                v = e["value"]
+            elif "fieldRef" in e["valueFrom"]:
+                v = {"status.podIP": "127.0.0.1", "metadata.name": f"{me}-0"}[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            elif "secretKeyRef" in e["valueFrom"]:
+                ref = e["valueFrom"]["secretKeyRef"]
+                v = secrets[ref["name"]][ref["key"]]
+            else:
+                raise ValueError(f"unsupported env source {e}")
+            # Kubernetes expands $(VAR) from the variables defined before.
+            env[e["name"]] = fleet.local(re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), v), me)
+        return env
+
+    def probe_ok(me, probe):
+        if "grpc" in probe:
+            return fleet.health(f"http://127.0.0.1:{fleet.port(me, probe['grpc']['port'])}")
+        if "httpGet" in probe:
+            return fleet.http_ok(f"http://127.0.0.1:{fleet.port(me, probe['httpGet']['port'])}{probe['httpGet']['path']}")
+        raise ValueError(f"unsupported probe {probe}")
+
+    try:
+        ss = find(objs, "StatefulSet", "redis")
+        c = ss["spec"]["template"]["spec"]["containers"][0]
+        mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "config")
+        if c["command"] != ["redis-server", f"{mount}/redis.conf"]:
+            fail(f"redis command {c['command']} does not run the ConfigMap's redis.conf")
+        conf = os.path.join(tmp, "redis.conf")
+        with open(conf, "w") as f:
+            # /data is the PVC's mount; the command line below moves it here.
+            f.write(find(objs, "ConfigMap", "redis-config")["data"]["redis.conf"].replace("dir /data", f"dir {tmp}"))
+        fleet.redis("redis", ["redis-server", conf], c["ports"][0]["containerPort"])
+        cs = {}
+        for name in ["gateway", "worker", "batcher"]:
+            c = cs[name] = container(objs, "Deployment", name)
+            env = env_of(c, name)
+            expand = lambda a: fleet.local(re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a), name)
+            fleet.spawn(name, [expand(a) for a in c["command"] + c.get("args", [])], env)
+        for name, c in cs.items():
+            for kind in ["readinessProbe", "livenessProbe"]:
+                wait(f"{name} {kind}", lambda: fleet.alive(name) and probe_ok(name, c[kind]))
+        model = fleet.local(flag(cs["worker"]["args"], "deployment").split("=", 1)[1], "worker")
+        admin = secrets["switchboard-admin"]["SWITCHBOARD_ADMIN_KEY"]
+        score_through(binary, [f"http://127.0.0.1:{fleet.port('gateway', 8001)}"], admin, model, "k8s cpu overlay")
+    finally:
+        fleet.stop()
+
+
+def compose_check(binary, tmp, schema_file):
+    """deploy/compose/compose.yaml: the compose schema, then its services on loopback."""
+    path = os.path.join(ROOT, "deploy", "compose", "compose.yaml")
+    doc = yaml.safe_load(open(path))
+    schema = json.load(open(schema_file))
+    for e in sorted(jsonschema.Draft201909Validator(schema).iter_errors(doc), key=str):
+        fail(f"compose.yaml {list(e.absolute_path)}: {e.message}")
+    services = doc["services"]
+    # Prometheus scrapes every role's --metrics-listen.
+    prom = yaml.safe_load(open(os.path.join(ROOT, "deploy", "compose", "prometheus.yml")))
+    targets = {t for j in prom["scrape_configs"] for sc in j["static_configs"] for t in sc["targets"]}
+    metrics = {f"{n}:{flag(s['command'], 'metrics-listen').rsplit(':', 1)[1]}"
+               for n, s in services.items() if s.get("entrypoint") == ["switchboard"]}
+    if targets != metrics:
+        fail(f"prometheus.yml scrapes {sorted(targets)}, the roles serve metrics at {sorted(metrics)}")
+    if failures:
+        return
+    fleet = Fleet(binary, tmp, list(services))
+
+    def env_of(name, s):
+        env = {}
+        for f in s.get("env_file", []):
+            f = os.path.join(ROOT, "deploy", "compose", f)
+            if not os.path.exists(f):
+                f += ".example"  # admin.env is the user's own copy of admin.env.example
+            for line in open(f):
+                if line.strip() and not line.startswith("#"):
+                    k, v = line.rstrip("\n").split("=", 1)
+                    env[k] = v
+        env.update({k: fleet.local(str(v), name) for k, v in s.get("environment", {}).items()})
+        return env
+
+    try:
+        r = services["redis"]["command"]
+        if "--appendfsync" not in r or r[r.index("--appendfsync") + 1] != "always" or r[r.index("--appendonly") + 1] != "yes":
+            fail("compose redis must run with --appendonly yes --appendfsync always")
+        fleet.redis("redis", r, 6379)
+        roles = {n: s for n, s in services.items() if s.get("entrypoint") == ["switchboard"]}
+        for n, s in roles.items():
+            fleet.spawn(n, [fleet.local(a, n) for a in s["entrypoint"] + s["command"]], env_of(n, s))
+        for n, s in roles.items():
+            if "healthcheck" in s:
+                test = [fleet.local(a, n) for a in s["healthcheck"]["test"]]
+                if test[:3] != ["CMD", "switchboard", "health"]:
+                    fail(f"compose {n}: healthcheck {test} is not switchboard health")
+                wait(f"compose {n} healthcheck", lambda: fleet.alive(n) and subprocess.run(
+                    [binary] + test[2:], capture_output=True).returncode == 0)
+            else:
+                m = fleet.local(flag(s["command"], "metrics-listen"), n)
+                wait(f"compose {n} /ready", lambda: fleet.alive(n) and fleet.http_ok(f"http://{m}/ready"))
+        gateways = [f"http://127.0.0.1:{fleet.port(n, 8001)}" for n, s in roles.items() if s["command"][0] == "gateway"]
+        model = fleet.local(flag(roles["worker-1"]["command"], "deployment").split("=", 1)[1], "worker-1")
+        admin = env_of("gateway-a", roles["gateway-a"])["SWITCHBOARD_ADMIN_KEY"]
+        score_through(binary, gateways, admin, model, "compose")
     finally:
         fleet.stop()
 
 
 def main():
-    kubectl, binary = sys.argv[1], os.path.abspath(sys.argv[2])
+    kubectl, binary, compose_schema = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3]
     tmp = tempfile.mkdtemp(prefix="deploy-check-")
     try:
         rendered = {}
@@ -320,7 +399,8 @@ def main():
             cross_check(overlay, objs)
             print(f"deploy_check: {overlay}: {len(objs)} objects rendered and validated", file=sys.stderr)
         if "cpu" in rendered and not failures:
-            start_fleet(rendered["cpu"], binary, tmp)
+            k8s_fleet(rendered["cpu"], binary, os.path.join(tmp, "k8s"))
+        compose_check(binary, os.path.join(tmp, "compose"), compose_schema)
     except Exception as e:  # a broken manifest shows as a failed check, not a traceback only
         fail(f"{type(e).__name__}: {e}")
     finally:

