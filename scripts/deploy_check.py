@@ -11,7 +11,9 @@
 4. Starts Redis, a gateway, a worker and a batcher with the exact
    command/args/env of the rendered cpu overlay (addresses mapped to loopback,
    /models to the repository's models), waits on the manifests' own probes,
-   then scores rows through the gateway.
+   then scores rows through the gateway; runs `loadtest plan
+   --emit-autoscaling` against that fleet and renders and validates the cpu
+   overlay with the emitted Component.
 
 5. Validates deploy/compose/compose.yaml against the compose schema and
    starts its services the same way (two gateways, two workers, a batcher).
@@ -270,9 +272,50 @@ def score_through(binary, gateways, admin, model, what):
         if '"model_version": "blue"' not in out["r"].stdout:
             fail(f"{what}: invoke through {gw} answered {out['r'].stdout[:400]}")
     print(f"deploy_check: {what}: scored 16 rows through {len(gateways)} gateway(s)", file=sys.stderr)
+    return created["primary_key"]
 
 
-def k8s_fleet(objs, binary, tmp):
+def autoscaling_check(kubectl, binary, gateway, key, tmp):
+    """`loadtest plan --emit-autoscaling` against the manifests' own fleet, its
+    Component included in an overlay of the base, rendered and validated."""
+    out_dir = os.path.join(tmp, "autoscaling")
+    r = subprocess.run([binary, "loadtest", "--url", gateway, "--token", key, "--model", "digits",
+                        "--warmup", "0.2", "--quiet",
+                        "plan", "--target-rate", "3000", "--slo-p99-ms", "50", "--lo", "100", "--hi", "1000",
+                        "--iterations", "3", "--repeats", "1", "--duration", "0.4",
+                        "--emit-autoscaling", out_dir, "--prometheus-url", "http://prometheus.monitoring:9090"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        fail(f"loadtest plan --emit-autoscaling: {r.stderr}")
+        return
+    plan = json.loads(r.stdout)
+    overlay = os.path.join(tmp, "overlay")
+    os.makedirs(overlay)
+    with open(os.path.join(overlay, "kustomization.yaml"), "w") as f:
+        f.write(f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: switchboard\n"
+                f"resources:\n  - {os.path.relpath(os.path.join(K8S, 'overlays', 'cpu'), overlay)}\n"
+                f"components:\n  - ../autoscaling\n")
+    out = subprocess.run([kubectl, "kustomize", overlay], capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"kubectl kustomize cpu + emitted autoscaling: {out.stderr.strip()}")
+        return
+    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    validate("cpu+autoscaling", out.stdout, objs, tmp)
+    if any(o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == "gateway" for o in objs):
+        fail("autoscaling: the gateway's CPU HPA is still rendered beside KEDA's")
+    rate = plan["capacity_per_replica_per_s"] * (1 - plan["headroom"])
+    for name in ["gateway", "worker"]:
+        so = find(objs, "ScaledObject", name)
+        t = so["spec"]["triggers"][0]["metadata"]
+        if so["spec"]["maxReplicaCount"] != plan["replicas"] or int(t["threshold"]) != max(1, int(rate)):
+            fail(f"autoscaling: {name} max {so['spec']['maxReplicaCount']} threshold {t['threshold']}, "
+                 f"the plan says {plan['replicas']} replicas of {rate:.0f}/s")
+        if so["spec"]["scaleTargetRef"]["name"] != name:
+            fail(f"autoscaling: ScaledObject {name} scales {so['spec']['scaleTargetRef']['name']}")
+    print(f"deploy_check: autoscaling: {plan['explanation']}; the emitted Component renders and validates", file=sys.stderr)
+
+
+def k8s_fleet(kubectl, objs, binary, tmp):
     """The cpu overlay's roles with their rendered command/args/env."""
     fleet = Fleet(binary, tmp, [o["metadata"]["name"] for o in objs if o["kind"] == "Service"])
     secrets = {o["metadata"]["name"]: o.get("stringData", {}) for o in objs if o["kind"] == "Secret"}
@@ -322,7 +365,9 @@ def k8s_fleet(objs, binary, tmp):
                 wait(f"{name} {kind}", lambda: fleet.alive(name) and probe_ok(name, c[kind]))
         model = fleet.local(flag(cs["worker"]["args"], "deployment").split("=", 1)[1], "worker")
         admin = secrets["switchboard-admin"]["SWITCHBOARD_ADMIN_KEY"]
-        score_through(binary, [f"http://127.0.0.1:{fleet.port('gateway', 8001)}"], admin, model, "k8s cpu overlay")
+        gw = f"http://127.0.0.1:{fleet.port('gateway', 8001)}"
+        key = score_through(binary, [gw], admin, model, "k8s cpu overlay")
+        autoscaling_check(kubectl, binary, gw, key, tmp)
     finally:
         fleet.stop()
 
@@ -399,7 +444,7 @@ def main():
             cross_check(overlay, objs)
             print(f"deploy_check: {overlay}: {len(objs)} objects rendered and validated", file=sys.stderr)
         if "cpu" in rendered and not failures:
-            k8s_fleet(rendered["cpu"], binary, os.path.join(tmp, "k8s"))
+            k8s_fleet(kubectl, rendered["cpu"], binary, os.path.join(tmp, "k8s"))
         compose_check(binary, os.path.join(tmp, "compose"), compose_schema)
     except Exception as e:  # a broken manifest shows as a failed check, not a traceback only
         fail(f"{type(e).__name__}: {e}")
