@@ -372,6 +372,52 @@ def k8s_fleet(kubectl, objs, binary, tmp):
         fleet.stop()
 
 
+def ha_tls_check(objs, binary, tmp):
+    """The ha overlay's gateway with its rendered args, the cert-manager Secret's
+    mount filled with a certificate made here: its probe answers and TLS works."""
+    import ssl
+    fleet = Fleet(binary, tmp, [o["metadata"]["name"] for o in objs if o["kind"] == "Service"])
+    d = find(objs, "Deployment", "gateway")["spec"]["template"]["spec"]
+    c = d["containers"][0]
+    cert = find(objs, "Certificate", "gateway-tls")
+    vol = next(v for v in d["volumes"] if v.get("secret", {}).get("secretName") == cert["spec"]["secretName"])
+    mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == vol["name"])
+    certs = os.path.join(tmp, "tls")
+    os.makedirs(certs)
+    san = ",".join(f"DNS:{n}" for n in cert["spec"]["dnsNames"])
+    def openssl(*a):
+        subprocess.run(["openssl", *a], cwd=certs, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=switchboard-ca", "-days", "1")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=gateway")
+    with open(os.path.join(certs, "ext"), "w") as f:
+        f.write(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "tls.crt", "-days", "1", "-extfile", "ext")
+    try:
+        fleet.redis("redis", ["redis-server", "--save", ""], 6379)
+        env = {e["name"]: fleet.local(e["value"], "gateway") for e in c["env"] if "value" in e}
+        env["SWITCHBOARD_ADMIN_KEY"] = "ha-check"
+        argv = [fleet.local(a, "gateway").replace(mount + "/", certs + "/") for a in c["command"] + c["args"]]
+        fleet.spawn("ha-gateway", argv, env)
+        port = fleet.port("gateway", c["readinessProbe"]["tcpSocket"]["port"])
+        def handshake():
+            fleet.alive("ha-gateway")
+            ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
+            ctx.set_alpn_protocols(["h2"])
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    with ctx.wrap_socket(sock, server_hostname=cert["spec"]["dnsNames"][0]) as t:
+                        return t.selected_alpn_protocol() == "h2"
+            except OSError:
+                return False
+        wait("the ha gateway's TLS handshake", handshake, 30)
+        print("deploy_check: ha: the gateway serves TLS with the Certificate's names", file=sys.stderr)
+    finally:
+        fleet.stop()
+
+
 def compose_check(binary, tmp, schema_file):
     """deploy/compose/compose.yaml: the compose schema, then its services on loopback."""
     path = os.path.join(ROOT, "deploy", "compose", "compose.yaml")
@@ -445,6 +491,8 @@ def main():
             print(f"deploy_check: {overlay}: {len(objs)} objects rendered and validated", file=sys.stderr)
         if "cpu" in rendered and not failures:
             k8s_fleet(kubectl, rendered["cpu"], binary, os.path.join(tmp, "k8s"))
+        if "ha" in rendered and not failures:
+            ha_tls_check(rendered["ha"], binary, os.path.join(tmp, "ha"))
         compose_check(binary, os.path.join(tmp, "compose"), compose_schema)
     except Exception as e:  # a broken manifest shows as a failed check, not a traceback only
         fail(f"{type(e).__name__}: {e}")
