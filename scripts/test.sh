@@ -11,6 +11,12 @@ cargo check --locked -p batcher --features cloud
 # Unmodified Triton clients (tritonclient, perf_analyzer) against `switchboard up`.
 cargo build --locked -p switchboard
 scripts/compat.sh target/debug/switchboard
+# deploy/k8s: every overlay rendered and validated offline, and the cpu
+# overlay's roles started with the manifests' own command/args/env.
+scripts/deploy_check.sh target/debug/switchboard
+# The CPU image (deploy/docker) built with podman on a local Debian base from
+# this binary, `switchboard up` run in it, tritonclient against it.
+scripts/image_test.sh target/debug/switchboard
 log=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$log"
 # One closing line for all the test binaries (cargo prints one per binary,

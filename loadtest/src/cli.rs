@@ -109,6 +109,14 @@ enum Cmd {
         /// Share of each replica's capacity left free.
         #[arg(long, default_value_t = 0.2)]
         headroom: f64,
+        /// Also write the autoscaling targets the plan implies, as a kustomize
+        /// Component for deploy/k8s (KEDA prometheus triggers: the per-replica
+        /// rate less headroom, the plan's replicas as the maximum).
+        #[arg(long, value_name = "DIR")]
+        emit_autoscaling: Option<PathBuf>,
+        /// Prometheus the emitted triggers query.
+        #[arg(long, default_value = "http://prometheus.monitoring:9090")]
+        prometheus_url: String,
         #[command(flatten)]
         sweep: SweepArgs,
     },
@@ -341,11 +349,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         Some(Cmd::Plan {
             target_rate,
             headroom,
+            emit_autoscaling,
+            prometheus_url,
             sweep,
         }) => {
             let result = crate::sweep(sweep_config(a, sweep)?).await?;
             let plan = crate::plan(*target_rate, *headroom, result);
             eprintln!("{}", plan.explanation);
+            if let Some(dir) = emit_autoscaling {
+                crate::autoscaling::write(dir, &plan, prometheus_url)?;
+                eprintln!("autoscaling targets written to {}", dir.display());
+            }
             let json = serde_json::to_string_pretty(&plan)?;
             a.write_sweep(&serde_json::to_string_pretty(&plan.sweep)?, &plan.sweep)?;
             if let Some(dir) = &a.report_dir {

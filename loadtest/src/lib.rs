@@ -4,6 +4,7 @@
 //! send time so a stalled server shows in the percentiles), HDR histograms,
 //! rate sweeps against a p99 SLO, and replica plans.
 
+pub mod autoscaling;
 pub mod chart;
 pub mod cli;
 pub mod config;
