@@ -1,23 +1,32 @@
 //! `grpc.health.v1.Health` Check against a gateway or worker: what
 //! `switchboard health` (an exec probe) asks.
 
-use crate::ClientError;
+use crate::{ClientError, ClientTlsFiles};
 use proto::health::{HealthClient, WireStatus};
 use std::time::Duration;
 use tonic::transport::Endpoint;
 
 /// The status of `service` ("" = the server as a whole) at `url`, within
-/// `timeout` (connecting included).
-pub async fn check(url: &str, service: &str, timeout: Duration) -> Result<WireStatus, ClientError> {
+/// `timeout` (connecting included); an `https://` URL trusts `tls.ca` (the
+/// system's roots without it).
+pub async fn check(
+    url: &str,
+    service: &str,
+    timeout: Duration,
+    tls: &ClientTlsFiles,
+) -> Result<WireStatus, ClientError> {
     let url = if url.contains("://") {
         url.to_string()
     } else {
         format!("http://{url}")
     };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|_| ClientError::Url(url))?
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|_| ClientError::Url(url.clone()))?
         .connect_timeout(timeout)
         .timeout(timeout);
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(crate::tls_config(tls)?)?;
+    }
     let channel = endpoint.connect().await?;
     let answer = HealthClient::new(channel)
         .check(proto::health::CheckRequest {

@@ -218,7 +218,7 @@ impl Client {
     }
 }
 
-fn tls_config(files: &ClientTlsFiles) -> Result<ClientTlsConfig, ClientError> {
+pub(crate) fn tls_config(files: &ClientTlsFiles) -> Result<ClientTlsConfig, ClientError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|source| ClientError::Read {
             path: p.display().to_string(),

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use tonic::Status;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {

@@ -13,6 +13,10 @@ pub struct HealthArgs {
     /// Gateway or worker URL.
     #[arg(long, env = "SWITCHBOARD_URL", default_value = "http://127.0.0.1:8001")]
     pub url: String,
+    /// CA certificate (PEM) an `https://` server's certificate chains to;
+    /// default: the system's roots.
+    #[arg(long, env = "SWITCHBOARD_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Service to ask about; "" (the default) is the server as a whole.
     #[arg(long, default_value = "")]
     pub service: String,
@@ -27,7 +31,12 @@ pub struct HealthArgs {
 /// Prints the status; returns whether the server is SERVING.
 pub async fn health(args: HealthArgs) -> bool {
     let timeout = Duration::from_secs_f64(args.timeout.clamp(0.001, 3600.0));
-    let (status, error) = match client::health::check(&args.url, &args.service, timeout).await {
+    let tls = client::ClientTlsFiles {
+        ca: args.ca_cert.clone(),
+        identity: None,
+    };
+    let (status, error) = match client::health::check(&args.url, &args.service, timeout, &tls).await
+    {
         Ok(s) => (word(s), None),
         Err(client::ClientError::Status(s)) if s.code() == tonic::Code::NotFound => {
             ("service_unknown", Some(s.message().to_string()))
@@ -40,22 +49,29 @@ pub async fn health(args: HealthArgs) -> bool {
             if let Some(e) = &error {
                 v["error"] = json!(e);
             }
-            println!("{v:#}");
+            say(&format!("{v:#}"));
         }
         Format::Table => {
-            println!("URL  SERVICE  STATUS");
+            say("URL  SERVICE  STATUS");
             let service = if args.service.is_empty() {
                 "-"
             } else {
                 &args.service
             };
-            println!("{}  {service}  {status}", args.url);
+            say(&format!("{}  {service}  {status}", args.url));
             if let Some(e) = error {
                 eprintln!("{e}");
             }
         }
     }
     status == "serving"
+}
+
+/// A probe piped into `head` must still exit by its status, not panic on
+/// the closed pipe as `println!` does.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn word(s: WireStatus) -> &'static str {

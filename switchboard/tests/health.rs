@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn status(url: &str, service: &str) -> Option<WireStatus> {
-    client::health::check(url, service, Duration::from_secs(2))
+    client::health::check(url, service, Duration::from_secs(2), &Default::default())
         .await
         .ok()
 }

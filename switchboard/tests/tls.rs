@@ -335,6 +335,19 @@ async fn the_cli_tells_a_plaintext_client_of_a_tls_gateway_what_is_wrong() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    // The exec probe reaches a TLS gateway on a private CA too.
+    let probe = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["health", "--url", &url, "--ca-cert"])
+        .arg(&ca.cert)
+        .env_remove("SWITCHBOARD_CA_CERT")
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success() && out.contains("\"serving\""),
+        "{out}"
+    );
 }
 
 /// A redis-server that speaks only TLS and wants a password.
