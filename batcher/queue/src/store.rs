@@ -15,7 +15,7 @@
 use super::job::{JobRecord, JobSpec, JobState, new_job_id, now_ms};
 use super::scripts;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis_conn::Connection;
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -117,11 +117,11 @@ impl Entry {
 
 #[derive(Clone)]
 pub struct JobQueue {
-    conn: ConnectionManager,
+    conn: Connection,
 }
 
 impl JobQueue {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: Connection) -> Self {
         JobQueue { conn }
     }
 

@@ -9,7 +9,7 @@
 //! accepting (see [`follow_changes`]).
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis_conn::Connection;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -46,14 +46,14 @@ pub struct WorkerRecord {
 /// A live registration; `deregister` removes it, dropping it stops the
 /// heartbeat and lets the record expire.
 pub struct Registration {
-    conn: ConnectionManager,
+    conn: Connection,
     id: String,
     heartbeat: JoinHandle<()>,
 }
 
 impl Registration {
     pub async fn register(
-        mut conn: ConnectionManager,
+        mut conn: Connection,
         record: WorkerRecord,
         ttl: Duration,
     ) -> redis::RedisResult<Self> {
@@ -94,7 +94,7 @@ impl Drop for Registration {
 }
 
 async fn write(
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     id: &str,
     json: &str,
     ttl: Duration,
@@ -109,7 +109,7 @@ async fn write(
 }
 
 /// Every worker whose record is alive; ids whose record expired are pruned.
-pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<WorkerRecord>> {
+pub async fn discover(conn: &mut Connection) -> redis::RedisResult<Vec<WorkerRecord>> {
     let ids: Vec<String> = conn.smembers(SET).await?;
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -132,12 +132,14 @@ pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Wo
 /// Wakes `changed` on every join or leave published by a worker, and once
 /// on each (re)subscription, since messages sent while unsubscribed are
 /// lost. Runs until dropped; reconnects with backoff while Redis is away
-/// (the caller's poll still covers that time).
-pub async fn follow_changes(client: redis::Client, changed: std::sync::Arc<tokio::sync::Notify>) {
+/// (the caller's poll still covers that time). Each subscription asks for
+/// the node `redis_url` names now, so it follows a Sentinel failover.
+pub async fn follow_changes(redis_url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
     use futures::StreamExt;
     let mut wait = Duration::from_millis(100);
     loop {
         let sub = async {
+            let client = redis_conn::current_client(&redis_url).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(CHANGED).await?;
             redis::RedisResult::Ok(pubsub)
