@@ -22,6 +22,10 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub const GROUP: &str = "batchers";
+/// How long a submit waits for a replica to confirm the job. Under the
+/// connection's 2 s response timeout, and WAIT holds the shared connection
+/// for as long as it waits, so short.
+const REPLICA_WAIT_MS: u64 = 1000;
 pub const DEAD_LETTER: &str = "sb:deadletter";
 const INDEX: &str = "sb:jobs";
 /// Submitted jobs, highest priority first.
@@ -73,6 +77,8 @@ pub enum QueueError {
     Corrupt(String),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("job '{0}' was not copied to a Redis replica in time; it may still run, but submit again only after checking `job list`")]
+    NotReplicated(String),
     #[error("output '{output}' is being written by job '{job}'; give another folder")]
     OutputInUse { output: String, job: String },
 }
@@ -125,6 +131,30 @@ impl JobQueue {
         JobQueue { conn }
     }
 
+    /// A job id answered to a client must outlive a failover, and Redis
+    /// replicates asynchronously: when the primary has replicas, wait until
+    /// one holds the job (`WAIT 1`). A primary without replicas has nothing
+    /// to wait for (its AOF is the only copy there is).
+    async fn wait_for_replica(&self, c: &mut Connection, id: &str) -> Result<(), QueueError> {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(c).await?;
+        let replicas = match role.get(2) {
+            Some(redis::Value::Array(r)) => r.len(),
+            _ => 0,
+        };
+        if replicas == 0 {
+            return Ok(());
+        }
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(REPLICA_WAIT_MS)
+            .query_async(c)
+            .await?;
+        if acked < 1 {
+            return Err(QueueError::NotReplicated(id.to_string()));
+        }
+        Ok(())
+    }
+
     pub async fn submit(&self, spec: JobSpec) -> Result<JobRecord, QueueError> {
         let id = new_job_id();
         let now = now_ms();
@@ -165,6 +195,7 @@ impl JobQueue {
             .ignore()
             .query_async(&mut c)
             .await?;
+        self.wait_for_replica(&mut c, &id).await?;
         self.get(&id).await
     }
 

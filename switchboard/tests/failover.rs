@@ -1,0 +1,172 @@
+//! Redis failover under Sentinel: a real primary, replica and sentinel; the
+//! primary SIGKILLed mid-job and under real-time load; every role given the
+//! `redis+sentinel://` URL follows the promoted replica.
+
+mod common;
+
+use client::f32_request;
+use client::proto::switchboard::v1 as pb;
+use common::batch::*;
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Sentinel notices in 1 s and promotes in a few; a loaded machine is slower.
+const FAILOVER: Duration = Duration::from_secs(40);
+
+/// SIGKILLs the primary and waits until the replica has been promoted.
+async fn kill_primary(c: &mut Cluster) {
+    c.redis.kill().await;
+    let replica = c.redis_others[0].url();
+    wait_until("the replica to be promoted", FAILOVER, || {
+        info_has(replica.clone(), "role:master")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_the_primary_being_killed_mid_job() {
+    let mut c = Cluster::start_sentinel(Options {
+        deployments: vec![],
+        ..Options::default()
+    })
+    .await;
+    let key = batch_endpoint(&c, "digits", &[("blue", "digits_mlp.onnx")]).await;
+    spawn_batcher(&mut c, "b1", &["--visibility-timeout", "3"]);
+    let client = connect(&c.gateway_url, Some(&key)).await;
+    let digits = Digits::load();
+    let input = c.dir.0.join("rows.csv");
+    const N: u64 = 60_000;
+    digits.write_csv(&input, N, true);
+    let out = out_dir(&c, "out");
+    let mut s = spec("digits", &input, &out);
+    s.shard_rows = 2_000;
+    let job = client.submit_job(s).await.unwrap();
+    wait_until("a shard to be counted", MINUTES, || {
+        let (c, id) = (&c, job.id.clone());
+        async move {
+            job_hash(c, &id)
+                .await
+                .keys()
+                .any(|k| k.starts_with("part:"))
+        }
+    })
+    .await;
+    // A second job whose id the client holds when the primary dies: the
+    // submit was acknowledged only once the replica had it.
+    let out2 = out_dir(&c, "out2");
+    let mut s2 = spec("digits", &input, &out2);
+    s2.shard_rows = 20_000;
+    let job2 = client.submit_job(s2).await.unwrap();
+    let before = client.get_job(&job.id).await.unwrap();
+    assert!(
+        before.rows_done < N,
+        "the job ended before the kill: {before:?}"
+    );
+    kill_primary(&mut c).await;
+
+    let end = wait_final(&client, &job.id, MINUTES).await;
+    assert_eq!(state(&end), pb::JobState::Succeeded, "{end:?}");
+    assert_eq!((end.rows_done, end.rows_failed), (N, 0));
+    assert_every_row_once(&read_outputs(&out), N, &digits);
+    let end2 = wait_final(&client, &job2.id, MINUTES).await;
+    assert_eq!(state(&end2), pb::JobState::Succeeded, "{end2:?}");
+    assert_every_row_once(&read_outputs(&out2), N, &digits);
+}
+
+fn one_row() -> Vec<Vec<f32>> {
+    vec![vec![2.0; 64]]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_serving_goes_on_and_follows_the_new_primary() {
+    let mut opts = Options::default();
+    opts.deployments.clear();
+    let mut c = Cluster::start_sentinel(opts).await;
+    c.spawn_worker_process("digits", "blue", "digits_mlp.onnx");
+    let admin = c.admin().await;
+    let key = c.create_endpoint("digits", &["blue"]).await;
+    wait_until("the worker routable", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            admin
+                .get_endpoint("digits")
+                .await
+                .is_ok_and(|e| e.deployments.iter().any(|d| d.replicas_healthy == 1))
+        }
+    })
+    .await;
+
+    let ok = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let client = connect(&c.gateway_url, Some(&key)).await;
+        let (ok, stop) = (ok.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client
+                    .infer(f32_request("digits", "input", &one_row(), true).unwrap())
+                    .await
+                {
+                    Ok(_) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        }));
+    }
+    wait_until("load to run", Duration::from_secs(10), || {
+        let ok = ok.clone();
+        async move { ok.load(Ordering::Relaxed) >= 100 }
+    })
+    .await;
+    kill_primary(&mut c).await;
+
+    // The worker's heartbeat reaches the new primary (the registry there is
+    // whatever was replicated, refreshed by it).
+    wait_until("the worker registered on the new primary", FAILOVER, || {
+        let c = &c;
+        async move { c.registered("digits", "blue").await == 1 }
+    })
+    .await;
+    // A gateway started now finds the new primary through the sentinel; an
+    // endpoint made through it must reach the first gateway's view, whose
+    // change follower has to have moved too.
+    let second = c.start_gateway(gateway::GatewayConfig::default()).await;
+    let admin2 = connect(&second, Some(ADMIN)).await;
+    wait_until("a write through the new primary", FAILOVER, || {
+        let admin2 = admin2.clone();
+        async move {
+            admin2.create_endpoint("after", pb::AuthMode::Key).await.is_ok()
+                || admin2.get_endpoint("after").await.is_ok()
+        }
+    })
+    .await;
+    wait_until("the first gateway to see it", FAILOVER, || {
+        let admin = admin.clone();
+        async move { admin.get_endpoint("after").await.is_ok() }
+    })
+    .await;
+    let at = ok.load(Ordering::Relaxed);
+    wait_until("load to go on after the failover", Duration::from_secs(20), || {
+        let ok = ok.clone();
+        async move { ok.load(Ordering::Relaxed) >= at + 200 }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} requests failed across the failover: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
