@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 const SET: &str = "sb:workers";
+/// Pause between heartbeat attempts after one failed.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
 /// Pub/sub channel: a message (the worker id) on every join and leave.
 pub const CHANGED: &str = "sb:workers:changed";
 
@@ -66,8 +68,16 @@ impl Registration {
             let mut tick = tokio::time::interval(ttl / 3);
             loop {
                 tick.tick().await;
-                if let Err(e) = write(&mut hb_conn, &record.id, &json, ttl).await {
-                    warn!(error = %e, "worker heartbeat failed; retrying");
+                // After a failure, try again soon rather than at the next
+                // tick: across a Redis failover the record would otherwise
+                // expire before a heartbeat reaches the new primary.
+                let mut failed = false;
+                while let Err(e) = write(&mut hb_conn, &record.id, &json, ttl).await {
+                    if !failed {
+                        warn!(error = %e, "worker heartbeat failed; retrying");
+                        failed = true;
+                    }
+                    tokio::time::sleep(HEARTBEAT_RETRY).await;
                 }
             }
         });
