@@ -134,6 +134,12 @@ impl RedisServer {
         }
     }
 
+    /// The process id, for tests that stop it (SIGSTOP) rather than kill it.
+    #[cfg(feature = "test-util")]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// SIGKILL, for fault tests.
     #[cfg(feature = "test-util")]
     pub async fn kill(&mut self) {

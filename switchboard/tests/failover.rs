@@ -75,6 +75,55 @@ async fn a_job_survives_the_primary_being_killed_mid_job() {
     assert_every_row_once(&read_outputs(&out2), N, &digits);
 }
 
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_is_answered_only_once_a_replica_holds_the_job() {
+    use redis::AsyncCommands;
+    use switchboard::redis_server::RedisServer;
+    let dir = tempdir::Dir::new();
+    let primary = RedisServer::start(&dir.0.join("primary")).await.unwrap();
+    let replica = RedisServer::start_replica(&dir.0.join("replica"), primary.port)
+        .await
+        .unwrap();
+    wait_until("the replica to sync", Duration::from_secs(20), || {
+        info_has(replica.url(), "master_link_status:up")
+    })
+    .await;
+    let q = job_queue::JobQueue::new(redis_conn::connect(&primary.url()).await.unwrap());
+    q.ensure_groups().await.unwrap();
+    let out = |n: &str| dir.0.join(n).display().to_string();
+    let job = q
+        .submit(job_queue::JobSpec::new("e", "d", "m.onnx", "in.csv", &out("a")))
+        .await
+        .unwrap();
+    let mut r = redis::Client::open(replica.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let on_replica: bool = r.exists(format!("sb:job:{}", job.id)).await.unwrap();
+    assert!(on_replica, "the submit was answered before the replica had the job");
+    // A replica that does not acknowledge (stopped, still connected): the
+    // submit must not hand out an id that a failover could lose.
+    let pid = replica.pid().expect("replica running");
+    signal(pid, "-STOP");
+    let refused = q
+        .submit(job_queue::JobSpec::new("e", "d", "m.onnx", "in.csv", &out("b")))
+        .await;
+    signal(pid, "-CONT");
+    assert!(
+        matches!(refused, Err(job_queue::QueueError::NotReplicated(_))),
+        "{refused:?}"
+    );
+}
+
 fn one_row() -> Vec<Vec<f32>> {
     vec![vec![2.0; 64]]
 }
