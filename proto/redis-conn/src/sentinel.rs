@@ -9,7 +9,7 @@
 //! fails (I/O, refused, timeout, `READONLY` from a demoted one), asks the
 //! sentinels again and swaps in a manager for the new master.
 
-use redis::{Client, ErrorKind, RedisError, RedisResult};
+use redis::{ErrorKind, RedisError, RedisResult};
 use std::time::Duration;
 
 /// How long one sentinel or candidate master may take to answer.
@@ -107,7 +107,8 @@ impl SentinelUrl {
     }
 
     async fn ask(&self, sentinel: &str) -> RedisResult<String> {
-        let client = Client::open(format!("{}://{sentinel}", self.scheme))?;
+        // Through crate::client so rediss+sentinel:// trusts --redis-ca-cert.
+        let client = crate::client(&format!("{}://{sentinel}", self.scheme))?;
         let mut c = client
             .get_multiplexed_async_connection_with_config(
                 &redis::AsyncConnectionConfig::new()
