@@ -16,8 +16,8 @@
 use crate::routes::{apply_route, apply_routes};
 use crate::store::{CHANGES, Loaded, Store, StoreError, VERSION};
 use redis::AsyncCommands;
-use redis_conn::Connection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis_conn::Connection;
 use router::Router;
 use std::sync::Arc;
 use std::time::Duration;

@@ -105,7 +105,10 @@ pub async fn serve(
         router.set_workers(&workers);
     }
     let changed = Arc::new(tokio::sync::Notify::new());
-    let follow = tokio::spawn(registry::follow_changes(config.redis_url.clone(), changed.clone()));
+    let follow = tokio::spawn(registry::follow_changes(
+        config.redis_url.clone(),
+        changed.clone(),
+    ));
     let background = tokio::spawn(keep_in_sync(
         router.clone(),
         registry,

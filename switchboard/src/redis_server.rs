@@ -27,7 +27,13 @@ impl RedisServer {
     /// A replica of the server on `primary_port`, on a free port.
     pub async fn start_replica(dir: &Path, primary_port: u16) -> Result<Self> {
         let primary = primary_port.to_string();
-        Self::spawn("redis-server", dir, free_port()?, &["--replicaof", "127.0.0.1", &primary]).await
+        Self::spawn(
+            "redis-server",
+            dir,
+            free_port()?,
+            &["--replicaof", "127.0.0.1", &primary],
+        )
+        .await
     }
 
     /// A `redis-sentinel` on a free port watching the primary on

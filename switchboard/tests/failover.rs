@@ -100,7 +100,13 @@ async fn a_submit_is_answered_only_once_a_replica_holds_the_job() {
     q.ensure_groups().await.unwrap();
     let out = |n: &str| dir.0.join(n).display().to_string();
     let job = q
-        .submit(job_queue::JobSpec::new("e", "d", "m.onnx", "in.csv", &out("a")))
+        .submit(job_queue::JobSpec::new(
+            "e",
+            "d",
+            "m.onnx",
+            "in.csv",
+            &out("a"),
+        ))
         .await
         .unwrap();
     let mut r = redis::Client::open(replica.url())
@@ -109,13 +115,22 @@ async fn a_submit_is_answered_only_once_a_replica_holds_the_job() {
         .await
         .unwrap();
     let on_replica: bool = r.exists(format!("sb:job:{}", job.id)).await.unwrap();
-    assert!(on_replica, "the submit was answered before the replica had the job");
+    assert!(
+        on_replica,
+        "the submit was answered before the replica had the job"
+    );
     // A replica that does not acknowledge (stopped, still connected): the
     // submit must not hand out an id that a failover could lose.
     let pid = replica.pid().expect("replica running");
     signal(pid, "-STOP");
     let refused = q
-        .submit(job_queue::JobSpec::new("e", "d", "m.onnx", "in.csv", &out("b")))
+        .submit(job_queue::JobSpec::new(
+            "e",
+            "d",
+            "m.onnx",
+            "in.csv",
+            &out("b"),
+        ))
         .await;
     signal(pid, "-CONT");
     assert!(
@@ -191,7 +206,10 @@ async fn real_time_serving_goes_on_and_follows_the_new_primary() {
     wait_until("a write through the new primary", FAILOVER, || {
         let admin2 = admin2.clone();
         async move {
-            admin2.create_endpoint("after", pb::AuthMode::Key).await.is_ok()
+            admin2
+                .create_endpoint("after", pb::AuthMode::Key)
+                .await
+                .is_ok()
                 || admin2.get_endpoint("after").await.is_ok()
         }
     })

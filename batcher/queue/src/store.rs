@@ -15,8 +15,8 @@
 use super::job::{JobRecord, JobSpec, JobState, new_job_id, now_ms};
 use super::scripts;
 use redis::AsyncCommands;
-use redis_conn::Connection;
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis_conn::Connection;
 use std::collections::HashMap;
 use std::time::Duration;
 use thiserror::Error;
@@ -77,7 +77,9 @@ pub enum QueueError {
     Corrupt(String),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("job '{0}' was not copied to a Redis replica in time; it may still run, but submit again only after checking `job list`")]
+    #[error(
+        "job '{0}' is recorded but no Redis replica confirmed it within 1 s, so a failover could lose it; see `job status {0}` before submitting again"
+    )]
     NotReplicated(String),
     #[error("output '{output}' is being written by job '{job}'; give another folder")]
     OutputInUse { output: String, job: String },

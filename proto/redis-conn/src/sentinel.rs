@@ -57,7 +57,9 @@ fn parse_rest(scheme: &'static str, rest: &str) -> RedisResult<SentinelUrl> {
     let master = parts.next().unwrap_or_default().to_string();
     let db = match parts.next() {
         None | Some("") => 0,
-        Some(d) => d.parse().map_err(|_| invalid("the database is not a number"))?,
+        Some(d) => d
+            .parse()
+            .map_err(|_| invalid("the database is not a number"))?,
     };
     let sentinels: Vec<String> = hosts
         .split(',')
@@ -176,6 +178,9 @@ mod tests {
             crate::redacted("redis+sentinel://u:sec/ret@a:1,b:2/m"),
             "redis+sentinel://***@a:1,b:2/m"
         );
-        assert_eq!(crate::redacted("redis+sentinel://a:1/m"), "redis+sentinel://a:1/m");
+        assert_eq!(
+            crate::redacted("redis+sentinel://a:1/m"),
+            "redis+sentinel://a:1/m"
+        );
     }
 }

@@ -20,7 +20,9 @@ pub const MASTER: &str = "sb";
 
 /// Whether `INFO replication` of the server at `url` holds `line`.
 pub async fn info_has(url: String, line: &'static str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
     let Ok(mut c) = client.get_multiplexed_async_connection().await else {
         return false;
     };
@@ -28,7 +30,8 @@ pub async fn info_has(url: String, line: &'static str) -> bool {
         .arg("replication")
         .query_async(&mut c)
         .await;
-    info.map(|i| i.lines().any(|l| l.trim() == line)).unwrap_or(false)
+    info.map(|i| i.lines().any(|l| l.trim() == line))
+        .unwrap_or(false)
 }
 
 pub fn models() -> PathBuf {
@@ -133,21 +136,27 @@ impl Cluster {
         // Sentinel learns of replicas from the primary's INFO; until it has,
         // it has nothing to promote.
         let surl = sentinel.url();
-        wait_until("the sentinel to see the replica", Duration::from_secs(30), || {
-            let surl = surl.clone();
-            async move {
-                let Ok(client) = redis::Client::open(surl) else { return false };
-                let Ok(mut c) = client.get_multiplexed_async_connection().await else {
-                    return false;
-                };
-                let r: redis::RedisResult<Vec<redis::Value>> = redis::cmd("SENTINEL")
-                    .arg("replicas")
-                    .arg(MASTER)
-                    .query_async(&mut c)
-                    .await;
-                r.map(|v| v.len() == 1).unwrap_or(false)
-            }
-        })
+        wait_until(
+            "the sentinel to see the replica",
+            Duration::from_secs(30),
+            || {
+                let surl = surl.clone();
+                async move {
+                    let Ok(client) = redis::Client::open(surl) else {
+                        return false;
+                    };
+                    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    let r: redis::RedisResult<Vec<redis::Value>> = redis::cmd("SENTINEL")
+                        .arg("replicas")
+                        .arg(MASTER)
+                        .query_async(&mut c)
+                        .await;
+                    r.map(|v| v.len() == 1).unwrap_or(false)
+                }
+            },
+        )
         .await;
         let url = format!("redis+sentinel://127.0.0.1:{}/{MASTER}", sentinel.port);
         Self::start_on(opts, dir, primary, url, vec![replica, sentinel]).await
