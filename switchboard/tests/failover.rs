@@ -198,11 +198,12 @@ async fn real_time_serving_goes_on_and_follows_the_new_primary() {
         async move { c.registered("digits", "blue").await == 1 }
     })
     .await;
-    // A gateway started now finds the new primary through the sentinel; an
-    // endpoint made through it must reach the first gateway's view, whose
-    // change follower has to have moved too.
-    let second = c.start_gateway(gateway::GatewayConfig::default()).await;
-    let admin2 = connect(&second, Some(ADMIN)).await;
+    // A gateway process started now finds the new primary through the
+    // sentinel; an endpoint made through it must reach the first gateway's
+    // view, whose change follower has to have moved too.
+    let listen = format!("127.0.0.1:{}", procs::free_port());
+    let _second = procs::spawn(&["gateway", "--listen", &listen, "--redis", &c.redis_url]);
+    let admin2 = connect(&format!("http://{listen}"), Some(ADMIN)).await;
     wait_until("a write through the new primary", FAILOVER, || {
         let admin2 = admin2.clone();
         async move {
