@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what cargo cannot: redis-server (Debian package) and the ONNX
+# Installs what cargo cannot: redis-server and redis-sentinel (Debian
+# packages; Sentinel for the failover tests) and the ONNX
 # Runtime shared library, taken from the `onnxruntime` wheel into the
 # project-local folder .local/onnxruntime (no system-wide Python packages).
 set -euo pipefail
@@ -16,6 +17,10 @@ apt_install() {
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "setup: installing redis-server" >&2
   apt_install redis-server
+fi
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  echo "setup: installing redis-sentinel" >&2
+  apt_install redis-sentinel
 fi
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
   echo "setup: installing python3-pip" >&2

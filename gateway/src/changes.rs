@@ -16,8 +16,8 @@
 use crate::routes::{apply_route, apply_routes};
 use crate::store::{CHANGES, Loaded, Store, StoreError, VERSION};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis_conn::Connection;
 use router::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub struct Follower {
     store: Arc<Store>,
     router: Arc<Router>,
     /// A connection of its own: a blocking XREAD holds its connection.
-    conn: ConnectionManager,
+    conn: Connection,
     stream_id: String,
 }
 

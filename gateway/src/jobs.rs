@@ -30,7 +30,7 @@ fn status(e: QueueError) -> Status {
         QueueError::NotFound(_) => Status::not_found(e.to_string()),
         QueueError::Corrupt(_) => Status::internal(e.to_string()),
         QueueError::OutputInUse { .. } => Status::invalid_argument(e.to_string()),
-        QueueError::Redis(_) => Status::unavailable(e.to_string()),
+        QueueError::Redis(_) | QueueError::NotReplicated(_) => Status::unavailable(e.to_string()),
     }
 }
 

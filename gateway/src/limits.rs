@@ -14,7 +14,7 @@ mod lease;
 use crate::auth::Principal;
 use futures::future::{BoxFuture, Either};
 use lease::Budget;
-use redis::aio::ConnectionManager;
+use redis_conn::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -75,7 +75,7 @@ struct Held {
 impl RateLimiter {
     /// `per_second` 0 turns the limit off. Without `conn` the limit is this
     /// gateway's alone.
-    pub fn new(per_second: u32, conn: Option<ConnectionManager>) -> Self {
+    pub fn new(per_second: u32, conn: Option<Connection>) -> Self {
         let inner = (per_second > 0).then(|| {
             Arc::new(Shared {
                 per_second,

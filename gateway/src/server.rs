@@ -90,7 +90,8 @@ pub async fn serve(
         .map(proto::tls::client_config)
         .transpose()?;
     let conn = redis_conn::connect(&config.redis_url).await?;
-    let client = redis_conn::client(&config.redis_url)?;
+    // Fails early on a malformed URL, as opening a client did.
+    redis_conn::current_client(&config.redis_url).await?;
     let store = Arc::new(Store::new(conn.clone()));
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
@@ -103,7 +104,10 @@ pub async fn serve(
         router.set_workers(&workers);
     }
     let changed = Arc::new(tokio::sync::Notify::new());
-    let follow = tokio::spawn(registry::follow_changes(client.clone(), changed.clone()));
+    let follow = tokio::spawn(registry::follow_changes(
+        config.redis_url.clone(),
+        changed.clone(),
+    ));
     let background = tokio::spawn(keep_in_sync(
         router.clone(),
         registry,
@@ -169,7 +173,7 @@ pub async fn serve(
 /// kept, so the gateway serves on while Redis is away.
 async fn keep_in_sync(
     router: Arc<Router>,
-    mut registry: redis::aio::ConnectionManager,
+    mut registry: redis_conn::Connection,
     every: Duration,
     changed: Arc<tokio::sync::Notify>,
 ) {

@@ -11,7 +11,7 @@
 use crate::secrets;
 use litemap::LiteMap;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis_conn::Connection;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -162,7 +162,7 @@ pub(crate) struct Loaded {
 }
 
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Connection,
     snapshot: RwLock<Arc<Snapshot>>,
     /// The version the follower has applied; writers wait on it.
     applied: watch::Sender<i64>,
@@ -182,7 +182,7 @@ fn parse(name: &str, json: Option<String>) -> Option<EndpointRecord> {
 
 impl Store {
     /// An empty store; the follower (`changes::Follower::start`) loads it.
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: Connection) -> Self {
         Store {
             conn,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),

@@ -15,7 +15,8 @@ pub struct GatewayArgs {
     /// gRPC address to listen on.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub listen: String,
-    /// Redis holding the control plane and the worker registry.
+    /// Redis holding the control plane and the worker registry
+    /// (`redis+sentinel://host:port[,host:port]/MASTER` follows a Sentinel failover).
     #[arg(
         long,
         env = "SWITCHBOARD_REDIS",
@@ -129,7 +130,8 @@ pub struct WorkerArgs {
     /// Address the gateway reaches this worker at (default: the listener's).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Registry to join; without it the worker runs stand-alone.
+    /// Registry to join; without it the worker runs stand-alone
+    /// (`redis+sentinel://host:port[,host:port]/MASTER` follows a Sentinel failover).
     #[arg(long, env = "SWITCHBOARD_REDIS")]
     pub redis: Option<String>,
     /// Registry id (default: from the process id and address). A restarted
@@ -271,7 +273,8 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, Clone, Args)]
 pub struct BatcherArgs {
-    /// Redis holding the job queue.
+    /// Redis holding the job queue
+    /// (`redis+sentinel://host:port[,host:port]/MASTER` follows a Sentinel failover).
     #[arg(
         long,
         env = "SWITCHBOARD_REDIS",

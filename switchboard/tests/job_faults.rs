@@ -271,9 +271,7 @@ async fn a_retry_sent_twice_queues_the_entry_once() {
     // it) is sent again by the batcher; it must not queue a second copy.
     let dir = tempdir::Dir::new();
     let redis = RedisServer::start(&dir.0.join("redis")).await.unwrap();
-    let conn = redis::aio::ConnectionManager::new(redis::Client::open(redis.url()).unwrap())
-        .await
-        .unwrap();
+    let conn = redis_conn::connect(&redis.url()).await.unwrap();
     let q = job_queue::JobQueue::new(conn);
     q.ensure_groups().await.unwrap();
     let out = dir.0.join("out").display().to_string();

@@ -17,7 +17,7 @@ const RATE: f64 = 200.0;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Workers registered for digits/blue, on one held connection.
-async fn blue_workers(conn: &mut redis::aio::ConnectionManager) -> usize {
+async fn blue_workers(conn: &mut redis_conn::Connection) -> usize {
     registry::discover(conn).await.map_or(0, |ws| {
         ws.iter()
             .filter(|w| {

@@ -15,13 +15,17 @@
 use super::job::{JobRecord, JobSpec, JobState, new_job_id, now_ms};
 use super::scripts;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis_conn::Connection;
 use std::collections::HashMap;
 use std::time::Duration;
 use thiserror::Error;
 
 pub const GROUP: &str = "batchers";
+/// How long a submit waits for a replica to confirm the job. Under the
+/// connection's 2 s response timeout, and WAIT holds the shared connection
+/// for as long as it waits, so short.
+const REPLICA_WAIT_MS: u64 = 1000;
 pub const DEAD_LETTER: &str = "sb:deadletter";
 const INDEX: &str = "sb:jobs";
 /// Submitted jobs, highest priority first.
@@ -73,6 +77,10 @@ pub enum QueueError {
     Corrupt(String),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(
+        "job '{0}' is recorded but no Redis replica confirmed it within 1 s, so a failover could lose it; see `job status {0}` before submitting again"
+    )]
+    NotReplicated(String),
     #[error("output '{output}' is being written by job '{job}'; give another folder")]
     OutputInUse { output: String, job: String },
 }
@@ -117,12 +125,36 @@ impl Entry {
 
 #[derive(Clone)]
 pub struct JobQueue {
-    conn: ConnectionManager,
+    conn: Connection,
 }
 
 impl JobQueue {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: Connection) -> Self {
         JobQueue { conn }
+    }
+
+    /// A job id answered to a client must outlive a failover, and Redis
+    /// replicates asynchronously: when the primary has replicas, wait until
+    /// one holds the job (`WAIT 1`). A primary without replicas has nothing
+    /// to wait for (its AOF is the only copy there is).
+    async fn wait_for_replica(&self, c: &mut Connection, id: &str) -> Result<(), QueueError> {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(c).await?;
+        let replicas = match role.get(2) {
+            Some(redis::Value::Array(r)) => r.len(),
+            _ => 0,
+        };
+        if replicas == 0 {
+            return Ok(());
+        }
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(REPLICA_WAIT_MS)
+            .query_async(c)
+            .await?;
+        if acked < 1 {
+            return Err(QueueError::NotReplicated(id.to_string()));
+        }
+        Ok(())
     }
 
     pub async fn submit(&self, spec: JobSpec) -> Result<JobRecord, QueueError> {
@@ -165,6 +197,7 @@ impl JobQueue {
             .ignore()
             .query_async(&mut c)
             .await?;
+        self.wait_for_replica(&mut c, &id).await?;
         self.get(&id).await
     }
 

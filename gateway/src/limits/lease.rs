@@ -3,7 +3,7 @@
 //! once a request, and the chunks granted in a second never add up to more
 //! than the limit, however many gateways share it.
 
-use redis::aio::ConnectionManager;
+use redis_conn::Connection;
 use std::time::Duration;
 
 /// Grants up to ARGV[2] of the ARGV[1] allowed in the current second, by
@@ -35,14 +35,14 @@ pub struct Grant {
 
 #[derive(Clone)]
 pub struct Budget {
-    conn: ConnectionManager,
+    conn: Connection,
     script: redis::Script,
     per_second: u32,
     chunk: u32,
 }
 
 impl Budget {
-    pub fn new(conn: ConnectionManager, per_second: u32) -> Self {
+    pub fn new(conn: Connection, per_second: u32) -> Self {
         Budget {
             conn,
             script: redis::Script::new(GRANT),

@@ -9,13 +9,15 @@
 //! accepting (see [`follow_changes`]).
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis_conn::Connection;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 const SET: &str = "sb:workers";
+/// Pause between heartbeat attempts after one failed.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
 /// Pub/sub channel: a message (the worker id) on every join and leave.
 pub const CHANGED: &str = "sb:workers:changed";
 
@@ -46,14 +48,14 @@ pub struct WorkerRecord {
 /// A live registration; `deregister` removes it, dropping it stops the
 /// heartbeat and lets the record expire.
 pub struct Registration {
-    conn: ConnectionManager,
+    conn: Connection,
     id: String,
     heartbeat: JoinHandle<()>,
 }
 
 impl Registration {
     pub async fn register(
-        mut conn: ConnectionManager,
+        mut conn: Connection,
         record: WorkerRecord,
         ttl: Duration,
     ) -> redis::RedisResult<Self> {
@@ -66,8 +68,16 @@ impl Registration {
             let mut tick = tokio::time::interval(ttl / 3);
             loop {
                 tick.tick().await;
-                if let Err(e) = write(&mut hb_conn, &record.id, &json, ttl).await {
-                    warn!(error = %e, "worker heartbeat failed; retrying");
+                // After a failure, try again soon rather than at the next
+                // tick: across a Redis failover the record would otherwise
+                // expire before a heartbeat reaches the new primary.
+                let mut failed = false;
+                while let Err(e) = write(&mut hb_conn, &record.id, &json, ttl).await {
+                    if !failed {
+                        warn!(error = %e, "worker heartbeat failed; retrying");
+                        failed = true;
+                    }
+                    tokio::time::sleep(HEARTBEAT_RETRY).await;
                 }
             }
         });
@@ -94,7 +104,7 @@ impl Drop for Registration {
 }
 
 async fn write(
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     id: &str,
     json: &str,
     ttl: Duration,
@@ -109,7 +119,7 @@ async fn write(
 }
 
 /// Every worker whose record is alive; ids whose record expired are pruned.
-pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<WorkerRecord>> {
+pub async fn discover(conn: &mut Connection) -> redis::RedisResult<Vec<WorkerRecord>> {
     let ids: Vec<String> = conn.smembers(SET).await?;
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -132,12 +142,14 @@ pub async fn discover(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Wo
 /// Wakes `changed` on every join or leave published by a worker, and once
 /// on each (re)subscription, since messages sent while unsubscribed are
 /// lost. Runs until dropped; reconnects with backoff while Redis is away
-/// (the caller's poll still covers that time).
-pub async fn follow_changes(client: redis::Client, changed: std::sync::Arc<tokio::sync::Notify>) {
+/// (the caller's poll still covers that time). Each subscription asks for
+/// the node `redis_url` names now, so it follows a Sentinel failover.
+pub async fn follow_changes(redis_url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
     use futures::StreamExt;
     let mut wait = Duration::from_millis(100);
     loop {
         let sub = async {
+            let client = redis_conn::current_client(&redis_url).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(CHANGED).await?;
             redis::RedisResult::Ok(pubsub)

@@ -195,7 +195,7 @@ pub async fn batch_endpoint(c: &Cluster, name: &str, deployments: &[(&str, &str)
 /// A batcher as its own process (so it can be SIGKILLed).
 pub fn spawn_batcher(c: &mut Cluster, id: &str, extra: &[&str]) {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["batcher", "--redis", &c.redis.url(), "--id", id])
+        .args(["batcher", "--redis", &c.redis_url, "--id", id])
         .args(extra)
         .env("RUST_LOG", "warn,batcher=info")
         .stdout(std::process::Stdio::null())
@@ -361,7 +361,7 @@ pub async fn admin_client(c: &Cluster) -> Client {
 /// Reads a field of a job's hash straight from Redis (fields the API does
 /// not show, such as which batcher counted each shard).
 pub async fn job_hash(c: &Cluster, id: &str) -> std::collections::HashMap<String, String> {
-    let client = redis::Client::open(c.redis.url()).unwrap();
+    let client = redis_conn::current_client(&c.redis_url).await.unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("HGETALL")
         .arg(format!("sb:job:{id}"))

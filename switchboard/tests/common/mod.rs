@@ -15,6 +15,24 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub const ADMIN: &str = "test-admin-key";
+/// The master name of [`Cluster::start_sentinel`]'s sentinel.
+pub const MASTER: &str = "sb";
+
+/// Whether `INFO replication` of the server at `url` holds `line`.
+pub async fn info_has(url: String, line: &'static str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let info: redis::RedisResult<String> = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut c)
+        .await;
+    info.map(|i| i.lines().any(|l| l.trim() == line))
+        .unwrap_or(false)
+}
 
 pub fn models() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))
@@ -34,7 +52,13 @@ where
 }
 
 pub struct Cluster {
+    /// The primary (for a Sentinel cluster, the first one: kill it to fail
+    /// over).
     pub redis: RedisServer,
+    /// What every role is given: the server's URL, or the sentinels'.
+    pub redis_url: String,
+    /// A Sentinel cluster's replica and sentinel, kept alive with it.
+    pub redis_others: Vec<RedisServer>,
     pub dir: tempdir::Dir,
     pub gateway_url: String,
     stop: watch::Sender<bool>,
@@ -88,9 +112,68 @@ impl Cluster {
         let redis = RedisServer::start(&dir.0.join("redis"))
             .await
             .expect("redis-server");
+        let url = redis.url();
+        Self::start_on(opts, dir, redis, url, Vec::new()).await
+    }
+
+    /// The same over a primary, one replica and one sentinel watching them
+    /// as [`MASTER`]; every role is given the `redis+sentinel://` URL.
+    pub async fn start_sentinel(opts: Options) -> Cluster {
+        let dir = tempdir::Dir::new();
+        let primary = RedisServer::start(&dir.0.join("primary"))
+            .await
+            .expect("redis-server");
+        let replica = RedisServer::start_replica(&dir.0.join("replica"), primary.port)
+            .await
+            .expect("replica");
+        wait_until("the replica to sync", Duration::from_secs(20), || {
+            info_has(replica.url(), "master_link_status:up")
+        })
+        .await;
+        let sentinel = RedisServer::start_sentinel(&dir.0.join("sentinel"), primary.port, MASTER)
+            .await
+            .expect("redis-sentinel");
+        // Sentinel learns of replicas from the primary's INFO; until it has,
+        // it has nothing to promote.
+        let surl = sentinel.url();
+        wait_until(
+            "the sentinel to see the replica",
+            Duration::from_secs(30),
+            || {
+                let surl = surl.clone();
+                async move {
+                    let Ok(client) = redis::Client::open(surl) else {
+                        return false;
+                    };
+                    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    let r: redis::RedisResult<Vec<redis::Value>> = redis::cmd("SENTINEL")
+                        .arg("replicas")
+                        .arg(MASTER)
+                        .query_async(&mut c)
+                        .await;
+                    r.map(|v| v.len() == 1).unwrap_or(false)
+                }
+            },
+        )
+        .await;
+        let url = format!("redis+sentinel://127.0.0.1:{}/{MASTER}", sentinel.port);
+        Self::start_on(opts, dir, primary, url, vec![replica, sentinel]).await
+    }
+
+    async fn start_on(
+        opts: Options,
+        dir: tempdir::Dir,
+        redis: RedisServer,
+        redis_url: String,
+        redis_others: Vec<RedisServer>,
+    ) -> Cluster {
         let (stop, _) = watch::channel(false);
         let mut c = Cluster {
             redis,
+            redis_url,
+            redis_others,
             dir,
             gateway_url: String::new(),
             stop,
@@ -113,7 +196,7 @@ impl Cluster {
 
     /// A gateway on this cluster's Redis; returns its URL.
     pub async fn start_gateway(&self, mut config: gateway::GatewayConfig) -> String {
-        config.redis_url = self.redis.url();
+        config.redis_url = self.redis_url.clone();
         config.admin_key = Some(ADMIN.into());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -136,7 +219,7 @@ impl Cluster {
                 })
                 .collect(),
             scheduler,
-            redis_url: Some(self.redis.url()),
+            redis_url: Some(self.redis_url.clone()),
             ..Default::default()
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -159,7 +242,7 @@ impl Cluster {
                 "--listen",
                 "127.0.0.1:0",
                 "--redis",
-                &self.redis.url(),
+                &self.redis_url,
                 "--deployment",
                 &spec,
             ])
@@ -177,7 +260,7 @@ impl Cluster {
 
     /// Workers registered for endpoint/deployment right now.
     pub async fn registered(&self, endpoint: &str, deployment: &str) -> usize {
-        let Ok(mut conn) = redis_conn::connect(&self.redis.url()).await else {
+        let Ok(mut conn) = redis_conn::connect(&self.redis_url).await else {
             return 0;
         };
         registry::discover(&mut conn)
