@@ -4,12 +4,9 @@
 
 mod common;
 
-use client::f32_request;
 use client::proto::switchboard::v1 as pb;
 use common::batch::*;
 use common::*;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Sentinel notices in 1 s and promotes in a few; a loaded machine is slower.
@@ -96,6 +93,26 @@ async fn a_submit_is_answered_only_once_a_replica_holds_the_job() {
         info_has(replica.url(), "master_link_status:up")
     })
     .await;
+    // The replica's side says up a moment before the primary lists it as
+    // online; until then the primary has no replica to wait for.
+    wait_until(
+        "the primary to list its replica",
+        Duration::from_secs(20),
+        || {
+            let url = primary.url();
+            async move {
+                let Ok(mut c) = redis_conn::connect(&url).await else {
+                    return false;
+                };
+                let info: redis::RedisResult<String> = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut c)
+                    .await;
+                info.is_ok_and(|i| i.contains("state=online"))
+            }
+        },
+    )
+    .await;
     let q = job_queue::JobQueue::new(redis_conn::connect(&primary.url()).await.unwrap());
     q.ensure_groups().await.unwrap();
     let out = |n: &str| dir.0.join(n).display().to_string();
@@ -139,10 +156,6 @@ async fn a_submit_is_answered_only_once_a_replica_holds_the_job() {
     );
 }
 
-fn one_row() -> Vec<Vec<f32>> {
-    vec![vec![2.0; 64]]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_time_serving_goes_on_and_follows_the_new_primary() {
     let mut opts = Options::default();
@@ -151,44 +164,14 @@ async fn real_time_serving_goes_on_and_follows_the_new_primary() {
     c.spawn_worker_process("digits", "blue", "digits_mlp.onnx");
     let admin = c.admin().await;
     let key = c.create_endpoint("digits", &["blue"]).await;
-    wait_until("the worker routable", Duration::from_secs(30), || {
-        let admin = admin.clone();
-        async move {
-            admin
-                .get_endpoint("digits")
-                .await
-                .is_ok_and(|e| e.deployments.iter().any(|d| d.replicas_healthy == 1))
-        }
-    })
-    .await;
+    c.wait_healthy("digits", "blue", 1, Duration::from_secs(30))
+        .await;
 
-    let ok = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let client = connect(&c.gateway_url, Some(&key)).await;
-        let (ok, stop) = (ok.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match client
-                    .infer(f32_request("digits", "input", &one_row(), true).unwrap())
-                    .await
-                {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            failures
-        }));
-    }
-    wait_until("load to run", Duration::from_secs(10), || {
-        let ok = ok.clone();
-        async move { ok.load(Ordering::Relaxed) >= 100 }
-    })
-    .await;
+    let load = load::Load::start(&c.gateway_url, &key, 4).await;
+    assert!(
+        load.goes_on(100, Duration::from_secs(10)).await,
+        "load did not start"
+    );
     kill_primary(&mut c).await;
 
     // The worker's heartbeat reaches the new primary (the registry there is
@@ -220,17 +203,8 @@ async fn real_time_serving_goes_on_and_follows_the_new_primary() {
         async move { admin.get_endpoint("after").await.is_ok() }
     })
     .await;
-    let at = ok.load(Ordering::Relaxed);
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while ok.load(Ordering::Relaxed) < at + 200 && std::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let went_on = ok.load(Ordering::Relaxed) >= at + 200;
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for t in tasks {
-        failures.extend(t.await.unwrap());
-    }
+    let went_on = load.goes_on(200, Duration::from_secs(20)).await;
+    let failures = load.stop().await;
     assert!(
         failures.is_empty(),
         "{} requests failed across the failover: {:?}",

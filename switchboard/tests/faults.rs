@@ -6,8 +6,6 @@ mod common;
 use client::f32_request;
 use client::proto::inference::ModelStatisticsRequest;
 use common::*;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn one_row() -> Vec<Vec<f32>> {
@@ -23,61 +21,21 @@ async fn killing_a_worker_under_load_fails_nothing() {
     c.spawn_worker_process("digits", "blue", "digits_mlp.onnx");
     let admin = c.admin().await;
     let key = c.create_endpoint("digits", &["blue"]).await;
-    wait_until("two replicas routable", Duration::from_secs(30), || {
-        let admin = admin.clone();
-        async move {
-            admin
-                .get_endpoint("digits")
-                .await
-                .is_ok_and(|e| e.deployments.iter().any(|d| d.replicas_healthy == 2))
-        }
-    })
-    .await;
+    c.wait_healthy("digits", "blue", 2, Duration::from_secs(30))
+        .await;
 
-    let ok = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let client = connect(&c.gateway_url, Some(&key)).await;
-        let (ok, stop) = (ok.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match client
-                    .infer(f32_request("digits", "input", &one_row(), true).unwrap())
-                    .await
-                {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            failures
-        }));
-    }
-    wait_until("load to run", Duration::from_secs(10), || {
-        let ok = ok.clone();
-        async move { ok.load(Ordering::Relaxed) >= 300 }
-    })
-    .await;
+    let load = load::Load::start(&c.gateway_url, &key, 16).await;
+    assert!(
+        load.goes_on(300, Duration::from_secs(10)).await,
+        "load did not start"
+    );
     // SIGKILL one replica mid-load.
     c.children[0].start_kill().unwrap();
-    let at_kill = ok.load(Ordering::Relaxed);
-    wait_until(
-        "load to go on after the kill",
-        Duration::from_secs(20),
-        || {
-            let ok = ok.clone();
-            async move { ok.load(Ordering::Relaxed) >= at_kill + 1000 }
-        },
-    )
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for t in tasks {
-        failures.extend(t.await.unwrap());
-    }
+    assert!(
+        load.goes_on(1000, Duration::from_secs(20)).await,
+        "load did not go on after the kill"
+    );
+    let failures = load.stop().await;
     assert!(
         failures.is_empty(),
         "{} requests failed after SIGKILL: {:?}",

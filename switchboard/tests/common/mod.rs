@@ -362,4 +362,5 @@ impl Cluster {
 }
 pub mod batch;
 pub mod certs;
+pub mod load;
 pub mod procs;
