@@ -210,6 +210,18 @@ class Fleet:
         wait(f"{name} on {self.port(name, port)}", lambda: self.alive(name) and subprocess.run(
             ["redis-cli", "-p", str(self.port(name, port)), "ping"], capture_output=True, text=True).stdout.strip() == "PONG")
 
+    def sentinel(self, name, port, redis_port, master):
+        """redis-sentinel watching the local Redis on REDIS_PORT as MASTER."""
+        conf = os.path.join(self.tmp, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(f"port {self.port(name, port)}\nbind 127.0.0.1\ndir {self.tmp}\n"
+                    f"sentinel monitor {master} 127.0.0.1 {redis_port} 1\n")
+        p = subprocess.Popen(["redis-sentinel", conf], stdout=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, p))
+        wait(f"{name} on {self.port(name, port)}", lambda: self.alive(name) and subprocess.run(
+            ["redis-cli", "-p", str(self.port(name, port)), "sentinel", "get-master-addr-by-name", master],
+            capture_output=True, text=True).stdout.split() == ["127.0.0.1", str(redis_port)])
+
     def health(self, url):
         return subprocess.run([self.binary, "health", "--timeout", "1", "--url", url], capture_output=True).returncode == 0
 
@@ -397,7 +409,10 @@ def ha_tls_check(objs, binary, tmp):
             "-out", "tls.crt", "-days", "1", "-extfile", "ext")
     try:
         fleet.redis("redis", ["redis-server", "--save", ""], 6379)
+        fleet.sentinel("sentinel", 26379, fleet.port("redis", 6379), "switchboard")
         env = {e["name"]: fleet.local(e["value"], "gateway") for e in c["env"] if "value" in e}
+        if not env.get("SWITCHBOARD_REDIS", "").startswith("redis+sentinel://"):
+            fail(f"ha: the gateway's SWITCHBOARD_REDIS is {env.get('SWITCHBOARD_REDIS')!r}, not a Sentinel URL")
         env["SWITCHBOARD_ADMIN_KEY"] = "ha-check"
         argv = [fleet.local(a, "gateway").replace(mount + "/", certs + "/") for a in c["command"] + c["args"]]
         fleet.spawn("ha-gateway", argv, env)
