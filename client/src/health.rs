@@ -4,7 +4,6 @@
 use crate::{ClientError, ClientTlsFiles};
 use proto::health::{HealthClient, WireStatus};
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 /// The status of `service` ("" = the server as a whole) at `url`, within
 /// `timeout` (connecting included); an `https://` URL trusts `tls.ca` (the
@@ -15,18 +14,9 @@ pub async fn check(
     timeout: Duration,
     tls: &ClientTlsFiles,
 ) -> Result<WireStatus, ClientError> {
-    let url = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
-    let mut endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|_| ClientError::Url(url.clone()))?
+    let endpoint = crate::endpoint(url, tls)?
         .connect_timeout(timeout)
         .timeout(timeout);
-    if url.starts_with("https://") {
-        endpoint = endpoint.tls_config(crate::tls_config(tls)?)?;
-    }
     let channel = endpoint.connect().await?;
     let answer = HealthClient::new(channel)
         .check(proto::health::CheckRequest {

@@ -94,18 +94,7 @@ impl Client {
         deployment: Option<&str>,
         tls: &ClientTlsFiles,
     ) -> Result<Self, ClientError> {
-        let url = if url.contains("://") {
-            url.to_string()
-        } else {
-            format!("http://{url}")
-        };
-        let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|_| ClientError::Url(url.clone()))?
-            .tcp_nodelay(true);
-        if url.starts_with("https://") {
-            endpoint = endpoint.tls_config(tls_config(tls)?)?;
-        }
-        let channel = endpoint.connect().await?;
+        let channel = endpoint(url, tls)?.tcp_nodelay(true).connect().await?;
         let header = |v: &str| MetadataValue::try_from(v).map_err(|_| ClientError::Credential);
         let creds = Credentials {
             bearer: credential
@@ -218,7 +207,24 @@ impl Client {
     }
 }
 
-pub(crate) fn tls_config(files: &ClientTlsFiles) -> Result<ClientTlsConfig, ClientError> {
+/// The endpoint for `url` (`http://` when it names no scheme); an
+/// `https://` URL trusts `tls.ca` (the system's roots without it) and
+/// presents `tls.identity` when given.
+pub(crate) fn endpoint(url: &str, tls: &ClientTlsFiles) -> Result<Endpoint, ClientError> {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone()).map_err(|_| ClientError::Url(url.clone()))?;
+    if url.starts_with("https://") {
+        Ok(endpoint.tls_config(tls_config(tls)?)?)
+    } else {
+        Ok(endpoint)
+    }
+}
+
+fn tls_config(files: &ClientTlsFiles) -> Result<ClientTlsConfig, ClientError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|source| ClientError::Read {
             path: p.display().to_string(),
