@@ -146,6 +146,14 @@ def cross_check(overlay, objs):
         redis = find(objs, "StatefulSet", "redis")
         if redis["spec"]["replicas"] < 3 or find(objs, "StatefulSet", "sentinel")["spec"]["replicas"] < 3:
             fail("ha: Redis and Sentinel need 3 replicas each")
+        # mTLS gateway -> worker: workers require client certificates, and
+        # gateways check the one name the workers' Certificate holds.
+        g = container(objs, "Deployment", "gateway")
+        names = find(objs, "Certificate", "worker-tls")["spec"]["dnsNames"]
+        if not flag(w["args"], "tls-client-ca") or not flag(g["args"], "worker-tls-cert"):
+            fail("ha: workers must require client certificates and gateways present one")
+        if flag(g["args"], "worker-tls-server-name") not in names:
+            fail(f"ha: --worker-tls-server-name is not one of the worker Certificate's names {names}")
     conf = find(objs, "ConfigMap", "redis-config")["data"]["redis.conf"]
     for line in ["appendonly yes", "appendfsync always"]:
         if line not in conf.splitlines():
@@ -384,29 +392,57 @@ def k8s_fleet(kubectl, objs, binary, tmp):
         fleet.stop()
 
 
+def issue_secrets(objs, pod_spec, root):
+    """Each Secret volume of POD_SPEC that a cert-manager Certificate fills,
+    written here as cert-manager would (ca.crt, tls.crt, tls.key, one CA for
+    all): {mount path: folder}."""
+    os.makedirs(root)
+    def openssl(*a, cwd=root):
+        subprocess.run(["openssl", *a], cwd=cwd, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=switchboard-ca", "-days", "1")
+    certs = {o["spec"]["secretName"]: o for o in objs if o["kind"] == "Certificate"}
+    mounts = {}
+    for vol in pod_spec.get("volumes", []):
+        cert = certs.get(vol.get("secret", {}).get("secretName"))
+        if cert is None:
+            continue
+        d = os.path.join(root, vol["name"])
+        os.makedirs(d)
+        shutil.copy(os.path.join(root, "ca.crt"), d)
+        spec = cert["spec"]
+        ext = {"server auth": "serverAuth", "client auth": "clientAuth"}
+        lines = [f"extendedKeyUsage={','.join(ext[u] for u in spec['usages'])}"]
+        if spec.get("dnsNames"):
+            lines.append("subjectAltName=" + ",".join(f"DNS:{n}" for n in spec["dnsNames"]))
+        with open(os.path.join(d, "ext"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        cn = spec.get("commonName") or spec["dnsNames"][0]
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={cn}", cwd=d)
+        openssl("x509", "-req", "-in", "tls.csr", "-CA", "../ca.crt", "-CAkey", "../ca.key",
+                "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "ext", cwd=d)
+        for m in pod_spec["containers"][0].get("volumeMounts", []):
+            if m["name"] == vol["name"]:
+                mounts[m["mountPath"]] = d
+    return mounts
+
+
 def ha_tls_check(objs, binary, tmp):
-    """The ha overlay's gateway with its rendered args, the cert-manager Secret's
-    mount filled with a certificate made here: its probe answers and TLS works."""
+    """The ha overlay's gateway with its rendered args, the cert-manager
+    Secrets' mounts filled with certificates made here: its probe answers
+    and TLS works. (switchboard/tests/fleet.rs runs the whole overlay.)"""
     import ssl
     fleet = Fleet(binary, tmp, [o["metadata"]["name"] for o in objs if o["kind"] == "Service"])
     d = find(objs, "Deployment", "gateway")["spec"]["template"]["spec"]
     c = d["containers"][0]
     cert = find(objs, "Certificate", "gateway-tls")
-    vol = next(v for v in d["volumes"] if v.get("secret", {}).get("secretName") == cert["spec"]["secretName"])
-    mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == vol["name"])
-    certs = os.path.join(tmp, "tls")
-    os.makedirs(certs)
-    san = ",".join(f"DNS:{n}" for n in cert["spec"]["dnsNames"])
-    def openssl(*a):
-        subprocess.run(["openssl", *a], cwd=certs, check=True, capture_output=True)
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=switchboard-ca", "-days", "1")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=gateway")
-    with open(os.path.join(certs, "ext"), "w") as f:
-        f.write(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "tls.crt", "-days", "1", "-extfile", "ext")
+    mounts = issue_secrets(objs, d, os.path.join(tmp, "secrets"))
+    certs = next(folder for folder in mounts.values() if folder.endswith("/tls"))
+    def local_path(a):
+        for mount, folder in mounts.items():
+            a = a.replace(mount + "/", folder + "/")
+        return a
     try:
         fleet.redis("redis", ["redis-server", "--save", ""], 6379)
         fleet.sentinel("sentinel", 26379, fleet.port("redis", 6379), "switchboard")
@@ -414,7 +450,7 @@ def ha_tls_check(objs, binary, tmp):
         if not env.get("SWITCHBOARD_REDIS", "").startswith("redis+sentinel://"):
             fail(f"ha: the gateway's SWITCHBOARD_REDIS is {env.get('SWITCHBOARD_REDIS')!r}, not a Sentinel URL")
         env["SWITCHBOARD_ADMIN_KEY"] = "ha-check"
-        argv = [fleet.local(a, "gateway").replace(mount + "/", certs + "/") for a in c["command"] + c["args"]]
+        argv = [local_path(fleet.local(a, "gateway")) for a in c["command"] + c["args"]]
         fleet.spawn("ha-gateway", argv, env)
         port = fleet.port("gateway", c["readinessProbe"]["tcpSocket"]["port"])
         def handshake():

@@ -44,6 +44,8 @@ pub struct GatewayConfig {
     pub tls: Option<proto::tls::ServerTlsFiles>,
     /// How to reach workers that advertise TLS (CA, client identity).
     pub worker_tls: Option<proto::tls::ClientTlsFiles>,
+    /// The name workers' certificates hold, when not their advertised host.
+    pub worker_tls_name: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +59,7 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(30),
             tls: None,
             worker_tls: None,
+            worker_tls_name: None,
         }
     }
 }
@@ -96,6 +99,7 @@ pub async fn serve(
     let router = Arc::new(Router::new(RouterConfig {
         max_message: config.max_message,
         worker_tls,
+        worker_tls_name: config.worker_tls_name.clone(),
     }));
     let follower = Follower::start(&config.redis_url, store.clone(), router.clone()).await?;
     let follower = tokio::spawn(follower.run());

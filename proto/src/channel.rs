@@ -31,8 +31,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a call may take when its caller set no deadline: tonic does not
 /// enforce `grpc-timeout` on the client side.
 pub const CALL_LIMIT: Duration = Duration::from_secs(60);
-const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A worker whose link goes down (a partitioned host) answers nothing,
+/// and TCP would hold the calls on it for minutes: an unanswered ping
+/// fails them within KEEPALIVE_EVERY + KEEPALIVE_TIMEOUT so they are
+/// retried elsewhere. A ping is answered by the worker's HTTP/2 driver,
+/// not by its model, so a busy worker still answers in milliseconds.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 // Windows as hyper's defaults: a large answer is not paced by
 // WINDOW_UPDATE round trips.
 const STREAM_WINDOW: u32 = 2 << 20;
@@ -107,8 +112,20 @@ impl H2Channel {
         address: &str,
         config: Arc<rustls::ClientConfig>,
     ) -> Result<Self, InvalidAddress> {
-        let name = crate::tls::server_name(address)
-            .ok_or_else(|| InvalidAddress::ServerName(address.to_string()))?;
+        Self::lazy_tls_named(address, config, None)
+    }
+
+    /// As `lazy_tls`; the certificate must hold `name` when one is given
+    /// (workers that advertise pod IPs share one certificate for a DNS
+    /// name, since cert-manager cannot issue one per pod IP).
+    pub fn lazy_tls_named(
+        address: &str,
+        config: Arc<rustls::ClientConfig>,
+        name: Option<&str>,
+    ) -> Result<Self, InvalidAddress> {
+        let wanted = name.unwrap_or(address);
+        let name = crate::tls::server_name(wanted)
+            .ok_or_else(|| InvalidAddress::ServerName(wanted.to_string()))?;
         Self::new(address, Some(Tls { config, name }))
     }
 

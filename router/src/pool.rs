@@ -27,9 +27,10 @@ impl Replica {
         address: String,
         max_message: usize,
         tls: Option<std::sync::Arc<proto::tls::rustls::ClientConfig>>,
+        tls_name: Option<&str>,
     ) -> Result<Self, proto::channel::InvalidAddress> {
         let channel = match &tls {
-            Some(config) => H2Channel::lazy_tls(&address, config.clone())?,
+            Some(config) => H2Channel::lazy_tls_named(&address, config.clone(), tls_name)?,
             None => H2Channel::lazy(&address)?,
         };
         let client = GrpcInferenceServiceClient::new(channel)

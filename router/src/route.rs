@@ -19,6 +19,9 @@ pub struct RouterConfig {
     /// chain to and this gateway's client identity. Without it such
     /// workers are trusted by the system's roots.
     pub worker_tls: Option<Arc<proto::tls::rustls::ClientConfig>>,
+    /// The name every worker's certificate must hold, instead of the host
+    /// it advertises (a pod IP no certificate names).
+    pub worker_tls_name: Option<String>,
 }
 
 impl Default for RouterConfig {
@@ -26,6 +29,7 @@ impl Default for RouterConfig {
         RouterConfig {
             max_message: 64 << 20,
             worker_tls: None,
+            worker_tls_name: None,
         }
     }
 }
@@ -159,6 +163,7 @@ impl Router {
                         w.address.clone(),
                         self.config.max_message,
                         tls,
+                        self.config.worker_tls_name.as_deref(),
                     ) {
                         Ok(r) => Arc::new(r),
                         Err(e) => {

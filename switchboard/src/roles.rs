@@ -170,6 +170,7 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
         drain_timeout: args.drain.timeout(),
         tls: args.tls.files(),
         worker_tls: args.worker_tls.files(),
+        worker_tls_name: args.worker_tls.worker_tls_server_name.clone(),
         ..Default::default()
     };
     gateway::serve(config, listener, shutdown_signal()).await?;

@@ -40,6 +40,10 @@ pub struct WorkerTlsArgs {
     pub worker_tls_cert: Option<PathBuf>,
     #[arg(long, requires = "worker_tls_cert")]
     pub worker_tls_key: Option<PathBuf>,
+    /// The name workers' certificates must hold, instead of the host each
+    /// advertises: pods advertise IPs, one certificate names them all.
+    #[arg(long)]
+    pub worker_tls_server_name: Option<String>,
 }
 
 impl WorkerTlsArgs {

@@ -6,42 +6,10 @@ mod common;
 use client::proto::switchboard::v1 as pb;
 use common::batch::*;
 use common::*;
-use std::collections::HashSet;
 use switchboard::redis_server::RedisServer;
 
-/// The batchers that counted each shard, from the job hash.
-async fn counted_by(c: &Cluster, id: &str) -> HashSet<String> {
-    job_hash(c, id)
-        .await
-        .iter()
-        .filter(|(k, _)| k.starts_with("part:"))
-        .filter_map(|(_, v)| v.rsplit(',').next().map(str::to_string))
-        .collect()
-}
-
-/// Entries a consumer holds unacknowledged, over all work streams.
 async fn pending_of(c: &Cluster, consumer: &str) -> usize {
-    let client = redis::Client::open(c.redis.url()).unwrap();
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return 0;
-    };
-    let mut n = 0;
-    for s in job_queue::STREAMS {
-        let r: redis::Value = redis::cmd("XPENDING")
-            .arg(s)
-            .arg(job_queue::GROUP)
-            .arg("-")
-            .arg("+")
-            .arg(100)
-            .arg(consumer)
-            .query_async(&mut conn)
-            .await
-            .unwrap_or(redis::Value::Nil);
-        if let redis::Value::Array(v) = r {
-            n += v.len();
-        }
-    }
-    n
+    pending_entries(&c.redis.url(), consumer).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +32,7 @@ async fn two_batchers_share_a_job_and_one_is_killed_mid_shard() {
     wait_until("both batchers to work on the job", MINUTES, || {
         let (c, id) = (&c, job.id.clone());
         async move {
-            let by = counted_by(c, &id).await;
+            let by = counted_by(&c.redis_url, &id).await;
             by.contains("b1") && by.contains("b2") && pending_of(c, "b2").await > 0
         }
     })

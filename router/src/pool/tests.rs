@@ -5,7 +5,9 @@ use super::*;
 
 fn replica(id: &str) -> Arc<Replica> {
     // Port 9 (discard) on loopback: never contacted by these tests.
-    Arc::new(Replica::new(id.into(), "127.0.0.1:9".into(), 1 << 20, None).expect("valid address"))
+    Arc::new(
+        Replica::new(id.into(), "127.0.0.1:9".into(), 1 << 20, None, None).expect("valid address"),
+    )
 }
 
 fn pool(ids: &[&str]) -> (Pool, Vec<Arc<Replica>>) {

@@ -361,11 +361,74 @@ pub async fn admin_client(c: &Cluster) -> Client {
 /// Reads a field of a job's hash straight from Redis (fields the API does
 /// not show, such as which batcher counted each shard).
 pub async fn job_hash(c: &Cluster, id: &str) -> std::collections::HashMap<String, String> {
-    let client = redis_conn::current_client(&c.redis_url).await.unwrap();
+    job_hash_at(&c.redis_url, id).await
+}
+
+/// `job_hash` of the Redis at `url`.
+pub async fn job_hash_at(url: &str, id: &str) -> std::collections::HashMap<String, String> {
+    let client = redis_conn::current_client(url).await.unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("HGETALL")
         .arg(format!("sb:job:{id}"))
         .query_async(&mut conn)
         .await
         .unwrap()
+}
+
+/// The batchers that counted each shard, from the job hash.
+pub async fn counted_by(url: &str, id: &str) -> std::collections::HashSet<String> {
+    job_hash_at(url, id)
+        .await
+        .iter()
+        .filter(|(k, _)| k.starts_with("part:"))
+        .filter_map(|(_, v)| v.rsplit(',').next().map(str::to_string))
+        .collect()
+}
+
+/// Entry ids a consumer holds unacknowledged, with their streams, over all
+/// work streams.
+pub async fn pending_entries(url: &str, consumer: &str) -> Vec<(String, String)> {
+    let client = redis::Client::open(url).unwrap();
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return Vec::new();
+    };
+    let mut held = Vec::new();
+    for s in job_queue::STREAMS {
+        let r: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(s)
+            .arg(job_queue::GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(100)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        held.extend(r.into_iter().map(|(id, ..)| (s.to_string(), id)));
+    }
+    held
+}
+
+/// The shard indices of the shard entries a consumer holds.
+pub async fn held_shards(url: &str, consumer: &str) -> Vec<u32> {
+    let client = redis::Client::open(url).unwrap();
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return Vec::new();
+    };
+    let mut shards = Vec::new();
+    for (stream, id) in pending_entries(url, consumer).await {
+        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(&id)
+            .arg(&id)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        shards.extend(
+            r.ids
+                .iter()
+                .filter_map(|e| e.get::<String>("shard")?.parse::<u32>().ok()),
+        );
+    }
+    shards
 }

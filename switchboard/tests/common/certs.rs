@@ -1,5 +1,6 @@
 //! Test certificates made with `openssl`: a CA and leaves it signs, each
-//! leaf good for `localhost` and 127.0.0.1, as a server and as a client.
+//! leaf good for `localhost` and 127.0.0.1 (or the names given), as a
+//! server and as a client.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,6 +61,12 @@ impl Ca {
 
     /// A leaf `name` signed by this CA, written to `name.pem`/`name.key`.
     pub fn leaf(&self, name: &str) -> Leaf {
+        self.leaf_for(name, "DNS:localhost,IP:127.0.0.1")
+    }
+
+    /// As `leaf`, for the subject alternative names `san` (openssl's form:
+    /// `DNS:a,IP:10.0.0.1`).
+    pub fn leaf_for(&self, name: &str, san: &str) -> Leaf {
         let dir = &self.dir;
         let (cert, key) = (
             dir.join(format!("{name}.pem")),
@@ -69,8 +76,10 @@ impl Ca {
         let ext = dir.join(format!("{name}.ext"));
         std::fs::write(
             &ext,
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
         )
         .expect("ext file");
         let subj = format!("/CN={name}");

@@ -362,5 +362,8 @@ impl Cluster {
 }
 pub mod batch;
 pub mod certs;
+pub mod fleet;
 pub mod load;
+pub mod netns;
+pub mod overlay;
 pub mod procs;
