@@ -28,6 +28,7 @@ mod runner;
 pub mod shard;
 pub mod sizing;
 mod steps;
+mod telemetry;
 
 pub use bind::bind;
 pub use config::BatcherConfig;

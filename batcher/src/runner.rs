@@ -62,6 +62,10 @@ pub async fn run(
         config,
         drain: tokio::sync::watch::channel(false).0,
     });
+    let poll = tokio::spawn(crate::telemetry::poll(
+        ctx.queue.clone(),
+        Duration::from_secs(5),
+    ));
     ctx.config.ready.store(true, Ordering::Relaxed);
     info!(id = %ctx.config.id, "batcher ready");
     tokio::pin!(shutdown);
@@ -94,6 +98,7 @@ pub async fn run(
         // Nobody else reads a per-process cache once its process is gone.
         let _ = std::fs::remove_dir_all(ctx.stores.cache_dir());
     }
+    poll.abort();
     info!(id = %ctx.config.id, "batcher stopped");
     Ok(())
 }

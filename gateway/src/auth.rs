@@ -80,7 +80,8 @@ impl Check for Authenticator {
             self.admin_hash.as_deref(),
             &self.store.snapshot(),
             secrets::now_unix(),
-        )?;
+        )
+        .inspect_err(|s| crate::telemetry::record_auth_refusal(s.code()))?;
         req.extensions_mut().insert(p);
         Ok(())
     }

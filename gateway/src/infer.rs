@@ -61,6 +61,8 @@ impl GatewayV2 {
         self.with_endpoint(p, name, Clone::clone)
     }
 
+    /// Routes one request within its deadline, and records its outcome
+    /// (metrics, and a log line when it fails).
     async fn infer(
         &self,
         p: &Principal,
@@ -68,14 +70,28 @@ impl GatewayV2 {
         deadline: Option<std::time::Instant>,
         req: ModelInferRequest,
     ) -> Result<ModelInferResponse, Status> {
+        let started = std::time::Instant::now();
         let name = req.model_name.clone();
-        self.with_endpoint(p, &name, |_| ())?;
         // A version in the request names a deployment, like the pin header.
         let pinned =
             pinned.or_else(|| (!req.model_version.is_empty()).then(|| req.model_version.clone()));
-        self.router
-            .infer(&name, pinned.as_deref(), req, deadline)
-            .await
+        let work = async {
+            self.with_endpoint(p, &name, |_| ())?;
+            self.router
+                .infer(&name, pinned.as_deref(), req, deadline)
+                .await
+        };
+        let result = proto::within_deadline(deadline, work).await;
+        let (deployment, code) = match &result {
+            Ok(r) => (r.model_version.as_str(), tonic::Code::Ok),
+            Err(s) => (pinned.as_deref().unwrap_or(""), s.code()),
+        };
+        crate::telemetry::record_inference(&name, deployment, code, started);
+        if let Err(s) = &result {
+            // The endpoint, never the caller's credential.
+            tracing::info!(endpoint = %name, deployment, code = crate::telemetry::code_name(code), message = s.message(), "request failed");
+        }
+        result
     }
 
     /// The deployment that answers metadata questions: the pinned one, the
@@ -266,8 +282,9 @@ impl GrpcInferenceService for GatewayV2 {
         let p = principal(&r);
         let pin = pinned(&r);
         let deadline = proto::deadline_of(&r);
-        let work = self.infer(&p, pin, deadline, r.into_inner());
-        Ok(Response::new(proto::within_deadline(deadline, work).await?))
+        Ok(Response::new(
+            self.infer(&p, pin, deadline, r.into_inner()).await?,
+        ))
     }
 
     type ModelStreamInferStream = proto::stream::Answers;

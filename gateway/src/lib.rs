@@ -14,6 +14,7 @@ pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use infer::{GatewayV2, PIN_HEADER};
 pub use server::{GatewayConfig, GatewayError, serve};

@@ -101,6 +101,7 @@ impl RateLimiter {
         if shared.admit(key).await {
             Ok(())
         } else {
+            crate::telemetry::record_rate_limited();
             Err(Status::resource_exhausted(
                 "rate limit for this credential exceeded",
             ))

@@ -184,6 +184,7 @@ async fn keep_in_sync(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redis_ok = true;
+    let mut pools = std::collections::HashSet::new();
     loop {
         // A worker that leaves is out of rotation at once, not at the next
         // tick: it stops accepting shortly after.
@@ -205,5 +206,6 @@ async fn keep_in_sync(
             redis_ok = ok;
         }
         router.check_ejected().await;
+        crate::telemetry::record_replicas(&router, &mut pools);
     }
 }

@@ -2,7 +2,7 @@
 //! DIR` writes a kustomize Component that deploy/k8s overlays can include
 //! (`components: [path/to/DIR]`). It replaces the gateway's CPU-based
 //! HorizontalPodAutoscaler, and gives the workers one, by KEDA `prometheus`
-//! triggers on the fleet's request rate (the workers' `switchboard_requests_total`),
+//! triggers on the fleet's request rate (the workers' `switchboard_worker_requests_total`),
 //! with the per-replica rate the plan measured less its headroom as the
 //! threshold and the plan's replicas for the target rate as the maximum.
 
@@ -60,7 +60,7 @@ pub fn files(plan: &Plan, prometheus_url: &str) -> Result<Vec<(&'static str, Str
              scaleTargetRef:\n    name: {name}\n  minReplicaCount: {min}\n  maxReplicaCount: {max}\n  \
              pollingInterval: 15\n  triggers:\n    - type: prometheus\n      metadata:\n        \
              serverAddress: {prometheus_url}\n        \
-             query: sum(rate(switchboard_requests_total[1m]))\n        \
+             query: sum(rate(switchboard_worker_requests_total[1m]))\n        \
              threshold: \"{rate}\"\n",
             max = t.max_replicas
         )

@@ -199,6 +199,20 @@ impl Router {
             .clone()
     }
 
+    /// (endpoint, deployment, replicas, healthy replicas) of every pool.
+    pub fn pool_health(&self) -> Vec<(String, String, usize, usize)> {
+        self.pools
+            .read()
+            .map(|p| {
+                p.iter()
+                    .map(|((e, d), pool)| {
+                        (e.clone(), d.clone(), pool.replicas().len(), pool.healthy())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn pool(&self, endpoint: &str, deployment: &str) -> Option<Arc<Pool>> {
         let pools = self.pools.read().ok()?;
         pools
@@ -230,10 +244,14 @@ impl Router {
     ) -> Result<ModelInferResponse, Status> {
         let route = self.route(endpoint)?;
         let deployment = pick(&route, endpoint, pinned)?;
-        if let Some(shadow) = self.mirror_for(&route, pinned) {
-            self.mirror(shadow, endpoint, &req, deadline);
-        }
-        self.forward(endpoint, &deployment, req, deadline).await
+        let Some(shadow) = self.mirror_for(&route, pinned) else {
+            return self.forward(endpoint, &deployment, req, deadline).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.mirror(shadow, endpoint, &req, deadline, rx);
+        let result = self.forward(endpoint, &deployment, req, deadline).await;
+        let _ = tx.send(result.as_ref().ok().cloned());
+        result
     }
 
     /// The shadow deployment this request is copied to, if any. Pinned
@@ -250,18 +268,27 @@ impl Router {
         Some(shadow.clone())
     }
 
+    /// Sends a copy to `shadow` and, once both have answered, counts
+    /// whether the shadow's outputs are the primary's (`same`), are not
+    /// (`differs`), or it failed (`error`); `ok` when the primary failed
+    /// and there is nothing to compare with.
     fn mirror(
         self: &Arc<Self>,
         shadow: String,
         endpoint: &str,
         req: &ModelInferRequest,
         deadline: Option<Instant>,
+        primary: tokio::sync::oneshot::Receiver<Option<ModelInferResponse>>,
     ) {
         let (router, endpoint, req) = (self.clone(), endpoint.to_string(), req.clone());
         tokio::spawn(async move {
-            let outcome = match router.forward(&endpoint, &shadow, req, deadline).await {
-                Ok(_) => "ok",
-                Err(_) => "error",
+            let answer = router.forward(&endpoint, &shadow, req, deadline).await;
+            let primary = primary.await.ok().flatten();
+            let outcome = match (&answer, &primary) {
+                (Err(_), _) => "error",
+                (Ok(_), None) => "ok",
+                (Ok(a), Some(p)) if same_outputs(a, p) => "same",
+                (Ok(_), Some(_)) => "differs",
             };
             metrics::counter!("switchboard_mirror_total", "endpoint" => endpoint, "deployment" => shadow, "outcome" => outcome)
                 .increment(1);
@@ -314,9 +341,15 @@ impl Router {
                     return Err(Status::deadline_exceeded("deadline exceeded"));
                 }
                 Err(s) if never_reached(&s) => {
+                    let labels = [
+                        ("endpoint", endpoint.to_string()),
+                        ("deployment", deployment.to_string()),
+                    ];
                     if replica.record_transport_failure() {
+                        metrics::counter!("switchboard_ejections_total", &labels).increment(1);
                         warn!(replica = %replica.id, address = %replica.address, "replica ejected after consecutive failures");
                     }
+                    metrics::counter!("switchboard_retries_total", &labels).increment(1);
                     debug!(replica = %replica.id, status = %s, "retrying on another replica");
                     tried = Some(replica.id.clone());
                     last = Some(s);
@@ -365,6 +398,19 @@ impl Router {
         });
         futures::future::join_all(checks).await;
     }
+}
+
+/// Whether two answers hold the same outputs (names, types, shapes and
+/// bytes), whatever deployment each names.
+fn same_outputs(a: &ModelInferResponse, b: &ModelInferResponse) -> bool {
+    a.raw_output_contents == b.raw_output_contents
+        && a.outputs.len() == b.outputs.len()
+        && a.outputs.iter().zip(&b.outputs).all(|(x, y)| {
+            x.name == y.name
+                && x.datatype == y.datatype
+                && x.shape == y.shape
+                && x.contents == y.contents
+        })
 }
 
 /// A replica is kept across registry reads while this stays the same.

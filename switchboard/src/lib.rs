@@ -6,6 +6,7 @@ mod invoke_file;
 pub mod jobs_cmd;
 pub mod output;
 pub mod probes;
+pub mod prom;
 pub mod redis_server;
 pub mod roles;
 pub mod tls_flags;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +20,10 @@ use tracing::{info, warn};
 /// Binds `addr` (so a taken port fails the start) and serves it in the
 /// background.
 pub async fn serve(addr: SocketAddr, ready: Arc<AtomicBool>) -> Result<SocketAddr> {
-    let metrics = PrometheusBuilder::new()
+    let metrics = crate::prom::builder()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    crate::prom::describe();
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("serving metrics and probes on {addr}"))?;

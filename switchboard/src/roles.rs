@@ -67,10 +67,11 @@ pub struct MetricsArgs {
 impl MetricsArgs {
     pub fn install(&self) -> Result<()> {
         if let Some(addr) = self.metrics_listen {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
+            crate::prom::builder()
                 .with_http_listener(addr)
                 .install()
                 .with_context(|| format!("serving metrics on {addr}"))?;
+            crate::prom::describe();
             tracing::info!(%addr, "Prometheus metrics at /metrics");
         }
         Ok(())

@@ -473,8 +473,10 @@ async fn the_rate_limit_holds_across_gateways() {
     let mut opts = Options::default();
     opts.gateway.rate_limit = 200;
     let c = Cluster::start(opts).await;
-    let mut second = gateway::GatewayConfig::default();
-    second.rate_limit = 200;
+    let second = gateway::GatewayConfig {
+        rate_limit: 200,
+        ..Default::default()
+    };
     let second = c.start_gateway(second).await;
     let key = c.deploy_digits().await;
     for url in [&c.gateway_url, &second] {

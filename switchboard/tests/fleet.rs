@@ -17,6 +17,7 @@ use common::batch::*;
 use common::fleet::Fleet;
 use common::overlay::Overlay;
 use common::procs::{sigterm, wait_every, wait_exit};
+use common::scrape;
 use common::wait_until;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -146,35 +147,14 @@ async fn all_see(admins: &[client::Client], n: i64) -> bool {
     true
 }
 
-/// `switchboard_requests_total` answered OK by the worker at `ip` (its
-/// plaintext metrics port).
+/// Requests the worker at `ip` answered OK (its plaintext metrics port).
 async fn served_by(ip: &str) -> Option<u64> {
-    let body = http_get(&format!("{ip}:9091"), "/metrics").await?;
-    Some(
-        body.lines()
-            .filter(|l| {
-                l.starts_with("switchboard_requests_total{") && l.contains("outcome=\"ok\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64,
-    )
-}
-
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    Some(out)
+    let body = scrape::get(&format!("{ip}:9091"), "/metrics").await?;
+    Some(scrape::sum(
+        &body,
+        "switchboard_worker_requests_total",
+        &[("outcome", "ok")],
+    ) as u64)
 }
 
 /// Workers registered for digits/blue.

@@ -163,10 +163,16 @@ async fn worker_serves_v2_directly_with_metrics() {
         .into_inner();
     assert_eq!(stats.model_stats[0].inference_count, 52);
     let body = http_get(metrics_port, "/metrics").await;
-    assert!(body.contains("switchboard_batch_size"), "{body}");
-    assert!(body.contains("model=\"digits/blue\""), "{body}");
-    assert!(body.contains("switchboard_requests_total"), "{body}");
-    assert!(body.contains("switchboard_queue_seconds"), "{body}");
+    assert!(body.contains("switchboard_batch_size_bucket"), "{body}");
+    assert!(
+        body.contains("endpoint=\"digits\",deployment=\"blue\""),
+        "{body}"
+    );
+    assert!(body.contains("switchboard_worker_requests_total"), "{body}");
+    assert!(
+        body.contains("switchboard_queue_duration_seconds_bucket"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,7 +75,8 @@ return s
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('SADD', KEYS[2], ARGV[3]) == 1 then
+local counted = redis.call('SADD', KEYS[2], ARGV[3])
+if counted == 1 then
   redis.call('HSET', KEYS[1], 'part:' .. ARGV[3], ARGV[4] .. ',' .. ARGV[5] .. ',' .. ARGV[7])
   redis.call('HINCRBY', KEYS[1], 'rows_done', ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'rows_failed', ARGV[5])
@@ -86,7 +87,7 @@ if redis.call('SADD', KEYS[2], ARGV[3]) == 1 then
   end
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-return 1
+return counted
 ",
     )
 });

@@ -387,7 +387,8 @@ impl JobQueue {
         Ok(c.hincr(job_key(job), "attempts:final", 1).await?)
     }
 
-    /// Counts a shard (once, however often it ran) and acknowledges it.
+    /// Counts a shard (once, however often it ran) and acknowledges it;
+    /// true when this call counted it (false: another run had).
     pub async fn complete(
         &self,
         e: &Entry,
@@ -395,9 +396,9 @@ impl JobQueue {
         shard: u32,
         done: u64,
         failed: u64,
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let mut c = self.conn.clone();
-        let _: i64 = scripts::COMPLETE
+        let counted: i64 = scripts::COMPLETE
             .key(job_key(&e.job))
             .key(done_key(&e.job))
             .key(&e.stream)
@@ -410,7 +411,52 @@ impl JobQueue {
             .arg(consumer)
             .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(counted == 1)
+    }
+
+    /// Each work stream's consumer-group lag (entries not yet delivered to
+    /// any batcher: what KEDA scales on) and pending entries (delivered,
+    /// not yet acknowledged).
+    pub async fn stream_lags(&self) -> Result<Vec<(&'static str, u64, u64)>, QueueError> {
+        let mut c = self.conn.clone();
+        let mut out = Vec::new();
+        for stream in STREAMS {
+            let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(stream)
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            let Some(g) = groups
+                .iter()
+                .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == GROUP.as_bytes()))
+            else {
+                continue;
+            };
+            let int = |k: &str| match g.get(k) {
+                Some(redis::Value::Int(n)) => (*n).max(0) as u64,
+                _ => 0,
+            };
+            out.push((stream, int("lag"), int("pending")));
+        }
+        Ok(out)
+    }
+
+    /// Jobs by state among the `recent` newest (reading every job of a long
+    /// history on each poll would grow without bound).
+    pub async fn recent_states(&self, recent: usize) -> Result<HashMap<String, u64>, QueueError> {
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c.zrevrange(INDEX, 0, recent.max(1) as isize - 1).await?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(job_key(id), "state");
+        }
+        let states: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+        let mut by = HashMap::new();
+        for s in states.into_iter().flatten() {
+            *by.entry(s).or_insert(0) += 1;
+        }
+        Ok(by)
     }
 
     /// Queues the entry again (at the back) and acknowledges this delivery,

@@ -25,7 +25,8 @@ pub(crate) async fn shard(
         return persist("skipping a shard", || {
             q.complete(e, &ctx.config.id, index, 0, 0)
         })
-        .await;
+        .await
+        .map(|_| ());
     }
     let Ok(task) = serde_json::from_str::<ShardTask>(piece) else {
         warn!(job = %job.id, shard = index, "unreadable shard entry; dropping it");
@@ -40,6 +41,7 @@ pub(crate) async fn shard(
         Ok(b) => b,
         Err(msg) => return retry_or_dead(ctx, e, job, index, &task, attempts, &msg).await,
     };
+    let started = std::time::Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let watch = tokio::spawn(watch_stop(ctx.clone(), job.id.clone(), stop.clone()));
     let run = {
@@ -95,11 +97,13 @@ pub(crate) async fn shard(
                 q.complete(e, &ctx.config.id, index, 0, 0)
             })
             .await
+            .map(|_| ())
         }
         Ok(o) => {
             // Recorded once per new low, not once per shard that halved
             // from the job's fixed size again.
             if o.halvings > 0 {
+                crate::telemetry::record_halvings(&job.spec.endpoint, o.halvings as u64);
                 persist("counting a halving", || q.count_halving(&job.id)).await?;
                 let recorded = persist("reading a job", || q.get(&job.id)).await?;
                 if (o.batch as u32) < recorded.batch_size {
@@ -114,10 +118,17 @@ pub(crate) async fn shard(
                 }
             }
             info!(job = %job.id, shard = index, rows = o.done, failed = o.failed, "shard done");
-            persist("completing a shard", || {
+            let counted = persist("completing a shard", || {
                 q.complete(e, &ctx.config.id, index, o.done, o.failed)
             })
-            .await
+            .await?;
+            if counted {
+                let took = started.elapsed();
+                crate::telemetry::record_shard(&job.spec.endpoint, o.done, o.failed, took, o.batch);
+            } else {
+                info!(job = %job.id, shard = index, "shard was counted by another batcher first");
+            }
+            Ok(())
         }
         Err(msg) => retry_or_dead(ctx, e, job, index, &task, attempts, &msg).await,
     }
@@ -172,10 +183,14 @@ async fn dead_letter(
         warn!(error = %err, "cannot write the dead shard's errors");
     }
     persist("dead-lettering a shard", || q.dead_letter(e, index, &why)).await?;
-    persist("completing a dead shard", || {
+    let counted = persist("completing a dead shard", || {
         q.complete(e, &ctx.config.id, index, 0, task.piece.rows)
     })
-    .await
+    .await?;
+    if counted {
+        crate::telemetry::record_dead_letter(&job.spec.endpoint, task.piece.rows);
+    }
+    Ok(())
 }
 
 fn write_dead_errors(

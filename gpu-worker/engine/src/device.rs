@@ -61,6 +61,17 @@ fn cpu_available() -> Result<u64, EngineError> {
         .ok_or_else(|| EngineError::Runtime("MemAvailable missing from /proc/meminfo".into()))
 }
 
+/// As `--device` takes it: `cpu`, `cuda:N`.
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Device {
     type Err = String;
     /// `cpu`, or `cuda:N` in builds with the `cuda` feature.

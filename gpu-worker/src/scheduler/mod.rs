@@ -7,6 +7,8 @@
 //! instance is free, so under load batches grow by themselves.
 
 mod batch;
+mod exported;
+pub use exported::sample_memory;
 mod stats;
 
 pub use batch::{compatible, concat, split, validate};
@@ -97,6 +99,9 @@ struct Shared {
     /// Requests handed to an instance so far.
     dispatched: AtomicUsize,
     stats: Mutex<ModelStats>,
+    /// Set when traffic starts (`reset_stats`): warm-up runs are not
+    /// exported, as they are not in ModelStatistics.
+    metrics: std::sync::OnceLock<exported::ModelMetrics>,
 }
 
 #[derive(Clone)]
@@ -128,6 +133,7 @@ impl Scheduler {
             queued: AtomicUsize::new(0),
             dispatched: AtomicUsize::new(0),
             stats: Mutex::new(ModelStats::default()),
+            metrics: std::sync::OnceLock::new(),
         });
         let mut instances = Vec::with_capacity(shared.config.instances);
         for id in 0..shared.config.instances {
@@ -163,6 +169,9 @@ impl Scheduler {
         if let Ok(mut s) = self.shared.stats.lock() {
             *s = ModelStats::default();
         }
+        let s = &self.shared;
+        s.metrics
+            .get_or_init(|| exported::ModelMetrics::new(&s.name, s.config.instances));
     }
 
     /// Requests waiting now.
@@ -187,7 +196,9 @@ impl Scheduler {
         let limit = s.config.max_queue_size;
         if limit > 0 && s.queued.fetch_add(1, Ordering::AcqRel) >= limit {
             s.queued.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("switchboard_rejected_total", "model" => s.name.clone(), "reason" => "queue_full").increment(1);
+            if let Some(m) = s.metrics.get() {
+                m.queue_full.increment(1);
+            }
             let msg = format!(
                 "queue of model '{}' is full ({limit} requests waiting)",
                 s.name
@@ -235,7 +246,12 @@ impl Scheduler {
         if let Ok(mut st) = s.stats.lock() {
             st.record_request(result.is_ok(), start.elapsed(), queue);
         }
-        metrics::counter!("switchboard_requests_total", "model" => s.name.clone(), "outcome" => if result.is_ok() { "ok" } else { "error" }).increment(1);
+        if let Some(m) = s.metrics.get() {
+            match &result {
+                Ok(_) => m.ok.increment(1),
+                Err(_) => m.failed.increment(1),
+            }
+        }
         result
     }
 
@@ -330,18 +346,26 @@ fn run_batch(
     if let Ok(mut st) = shared.stats.lock() {
         st.record_batch(&record);
     }
-    metrics::histogram!("switchboard_batch_size", "model" => shared.name.clone())
-        .record(total as f64);
-    metrics::histogram!("switchboard_compute_seconds", "model" => shared.name.clone())
-        .record((t3 - t0).as_secs_f64());
+    let series = shared.metrics.get();
+    if let Some(m) = series {
+        m.executions.increment(1);
+        m.batch_size.record(total as f64);
+        m.compute.record((t3 - t0).as_secs_f64());
+        if let Some(busy) = m.busy.get(instance) {
+            busy.increment((t3 - t0).as_micros() as u64);
+        }
+        if outputs.is_ok() {
+            m.inferences.increment(total as u64);
+        }
+    }
     before_answers();
     match outputs {
         Ok(parts) => {
-            let queue_hist =
-                metrics::histogram!("switchboard_queue_seconds", "model" => shared.name.clone());
             for (p, outputs) in batch.into_iter().zip(parts) {
                 let queue_time = dispatched.saturating_duration_since(p.enqueued);
-                queue_hist.record(queue_time.as_secs_f64());
+                if let Some(m) = series {
+                    m.queue.record(queue_time.as_secs_f64());
+                }
                 let resp = Response {
                     outputs,
                     batch_size: total,
@@ -398,8 +422,9 @@ async fn run_actor(
             drop_dead(&shared, &mut queues, Instant::now());
         }
         wake = dispatch(&shared, &mut queues, &mut free, &instances);
-        metrics::gauge!("switchboard_queue_depth", "model" => shared.name.clone())
-            .set(shared.queued.load(Ordering::Relaxed) as f64);
+        if let Some(m) = shared.metrics.get() {
+            m.depth.set(shared.queued.load(Ordering::Relaxed) as f64);
+        }
     }
     debug!(model = %shared.name, "scheduler stopped");
 }
@@ -422,7 +447,9 @@ fn drop_dead(shared: &Shared, queues: &mut [VecDeque<Pending>], now: Instant) {
             }
             shared.queued.fetch_sub(1, Ordering::AcqRel);
             if expired {
-                metrics::counter!("switchboard_rejected_total", "model" => shared.name.clone(), "reason" => "deadline").increment(1);
+                if let Some(m) = shared.metrics.get() {
+                    m.deadline.increment(1);
+                }
                 let (tx, _) = oneshot::channel();
                 let reply = std::mem::replace(&mut p.reply, tx);
                 let _ = reply.send(Err(EngineError::DeadlineExceeded));

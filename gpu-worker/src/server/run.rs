@@ -160,6 +160,7 @@ pub async fn serve(
         .map(proto::tls::server_config)
         .transpose()?;
     let deployments = load(&config).await?;
+    let memory = tokio::spawn(crate::scheduler::sample_memory(config.ort.device));
     let address = match &config.advertise {
         Some(a) => a.clone(),
         None => listener.local_addr()?.to_string(),
@@ -210,7 +211,9 @@ pub async fn serve(
     let routes = tonic::transport::Server::builder()
         .add_service(health.server())
         .add_service(service);
-    proto::drain::serve_routes(routes, listener, tls, shutdown, leave, config.drain_timeout)
-        .await?;
-    Ok(())
+    let served =
+        proto::drain::serve_routes(routes, listener, tls, shutdown, leave, config.drain_timeout)
+            .await;
+    memory.abort();
+    Ok(served?)
 }

@@ -41,8 +41,7 @@ pub struct Fleet {
 fn pem_piece(path: &Path) -> String {
     let pem = std::fs::read_to_string(path).expect("PEM");
     pem.lines()
-        .filter(|l| !l.starts_with("-----") && l.len() > 16)
-        .next_back()
+        .rfind(|l| !l.starts_with("-----") && l.len() > 16)
         .expect("PEM body")
         .to_string()
 }

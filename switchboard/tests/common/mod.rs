@@ -367,3 +367,4 @@ pub mod load;
 pub mod netns;
 pub mod overlay;
 pub mod procs;
+pub mod scrape;

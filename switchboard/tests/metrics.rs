@@ -1,0 +1,165 @@
+//! Prometheus metrics agree with what happened: a gateway and a worker as
+//! processes (each with --metrics-listen), a load of N requests from the
+//! load tool, and the same N read back from both roles' /metrics and from
+//! the worker's ModelStatistics; refusals land on their own series.
+
+mod common;
+
+use client::f32_request;
+use client::proto::inference::ModelStatisticsRequest;
+use client::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use common::procs::{free_port, spawn};
+use common::scrape::{get, sum};
+use common::*;
+use std::time::Duration;
+use switchboard::redis_server::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_agree_with_the_load_tool_and_model_statistics() {
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(&dir.0.join("redis")).await.unwrap();
+    let (gw_metrics, w_metrics) = (free_port(), free_port());
+    let (gw_port, w_port) = (free_port(), free_port());
+    let spec = format!("digits/blue={}", models().join("digits_mlp.onnx").display());
+    let worker_addr = format!("127.0.0.1:{w_port}");
+    let _worker = spawn(&[
+        "worker",
+        "--listen",
+        &worker_addr,
+        "--redis",
+        &redis.url(),
+        "--deployment",
+        &spec,
+        "--metrics-listen",
+        &format!("127.0.0.1:{w_metrics}"),
+    ]);
+    let gateway = format!("127.0.0.1:{gw_port}");
+    let _gateway = spawn(&[
+        "gateway",
+        "--listen",
+        &gateway,
+        "--redis",
+        &redis.url(),
+        "--metrics-listen",
+        &format!("127.0.0.1:{gw_metrics}"),
+    ]);
+    let url = format!("http://{gateway}");
+    let admin = connect(&url, Some(ADMIN)).await;
+    let key = admin
+        .create_endpoint("digits", client::proto::switchboard::v1::AuthMode::Key)
+        .await
+        .unwrap()
+        .primary_key;
+    admin
+        .create_deployment(
+            "digits",
+            client::proto::switchboard::v1::Deployment {
+                name: "blue".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the gateway to route to the worker",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            async move {
+                admin.get_endpoint("digits").await.is_ok_and(|e| {
+                    e.deployments
+                        .iter()
+                        .any(|d| d.name == "blue" && d.replicas_healthy == 1)
+                })
+            }
+        },
+    )
+    .await;
+
+    let report = loadtest::run(loadtest::LoadConfig {
+        url: url.clone(),
+        model: "digits".into(),
+        token: Some(key.clone()),
+        mode: loadtest::Mode::Closed { concurrency: 4 },
+        duration: Duration::from_secs(2),
+        warmup: Duration::ZERO,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors, 0, "{:?}", report.errors_by_code);
+    let n = report.requests as f64;
+    assert!(n > 100.0, "only {n} requests");
+
+    let gw = get(&format!("127.0.0.1:{gw_metrics}"), "/metrics")
+        .await
+        .expect("gateway /metrics");
+    let ok = [
+        ("endpoint", "digits"),
+        ("deployment", "blue"),
+        ("code", "OK"),
+    ];
+    assert_eq!(sum(&gw, "switchboard_requests_total", &ok), n, "{gw}");
+    let both = [("endpoint", "digits"), ("deployment", "blue")];
+    assert_eq!(
+        sum(&gw, "switchboard_request_duration_seconds_count", &both),
+        n
+    );
+    assert_eq!(sum(&gw, "switchboard_replicas_healthy", &both), 1.0);
+
+    let w = get(&format!("127.0.0.1:{w_metrics}"), "/metrics")
+        .await
+        .expect("worker /metrics");
+    let ok = [("deployment", "blue"), ("outcome", "ok")];
+    assert_eq!(sum(&w, "switchboard_worker_requests_total", &ok), n);
+    // One row a request.
+    assert_eq!(sum(&w, "switchboard_inferences_total", &both), n);
+    assert_eq!(
+        sum(&w, "switchboard_queue_duration_seconds_count", &both),
+        n
+    );
+    let mut direct = GrpcInferenceServiceClient::connect(format!("http://{worker_addr}"))
+        .await
+        .unwrap();
+    let stats = direct
+        .model_statistics(ModelStatisticsRequest {
+            name: "digits".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let s = &stats.model_stats[0];
+    assert_eq!(s.inference_count as f64, n);
+    assert_eq!(
+        sum(&w, "switchboard_executions_total", &both),
+        s.execution_count as f64
+    );
+    assert_eq!(
+        sum(&w, "switchboard_compute_duration_seconds_count", &both),
+        s.execution_count as f64
+    );
+
+    // A bad key is refused at the gate; a pin to no deployment by the
+    // service: each on its own series, nothing else moves.
+    let bad = connect(&url, Some("sb_not-a-key")).await;
+    let req = || f32_request("digits", "input", &[vec![1.0; 64]], true).unwrap();
+    assert!(bad.infer(req()).await.is_err());
+    let pinned = connect_pinned(&url, Some(&key), "purple").await;
+    let err = pinned.infer(req()).await.unwrap_err();
+    assert!(err.to_string().contains("purple"), "{err}");
+    let gw = get(&format!("127.0.0.1:{gw_metrics}"), "/metrics")
+        .await
+        .expect("gateway /metrics");
+    assert_eq!(
+        sum(
+            &gw,
+            "switchboard_unauthenticated_total",
+            &[("code", "UNAUTHENTICATED")]
+        ),
+        1.0
+    );
+    let nf = [("deployment", "purple"), ("code", "NOT_FOUND")];
+    assert_eq!(sum(&gw, "switchboard_requests_total", &nf), 1.0);
+    assert_eq!(sum(&gw, "switchboard_requests_total", &[("code", "OK")]), n);
+}
