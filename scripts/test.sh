@@ -14,6 +14,9 @@ scripts/compat.sh target/debug/switchboard
 # deploy/k8s: every overlay rendered and validated offline, and the cpu
 # overlay's roles started with the manifests' own command/args/env.
 scripts/deploy_check.sh target/debug/switchboard
+# deploy/observability: scrape config, alerting rules and their unit tests,
+# and the dashboard's queries, checked by promtool.
+scripts/observability_check.sh
 # The CPU image (deploy/docker) built with podman on a local Debian base from
 # this binary, `switchboard up` run in it, tritonclient against it.
 scripts/image_test.sh target/debug/switchboard

@@ -1,16 +1,21 @@
 //! Prometheus metrics agree with what happened: a gateway and a worker as
 //! processes (each with --metrics-listen), a load of N requests from the
 //! load tool, and the same N read back from both roles' /metrics and from
-//! the worker's ModelStatistics; refusals land on their own series.
+//! the worker's ModelStatistics; refusals land on their own series. And
+//! the series the roles export, the catalog (switchboard::prom::CATALOG,
+//! the README's table) and the names deploy/observability's dashboard and
+//! alerts use are one and the same.
 
 mod common;
 
 use client::f32_request;
 use client::proto::inference::ModelStatisticsRequest;
 use client::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use client::proto::switchboard::v1 as pb;
 use common::procs::{free_port, spawn};
 use common::scrape::{get, sum};
 use common::*;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use switchboard::redis_server::RedisServer;
 
@@ -162,4 +167,146 @@ async fn counters_agree_with_the_load_tool_and_model_statistics() {
     let nf = [("deployment", "purple"), ("code", "NOT_FOUND")];
     assert_eq!(sum(&gw, "switchboard_requests_total", &nf), 1.0);
     assert_eq!(sum(&gw, "switchboard_requests_total", &[("code", "OK")]), n);
+}
+
+/// Series that exist only once their event has happened (a retry, an
+/// ejection, a refusal, a mirror, a halving, a dead letter).
+const ON_EVENT: [&str; 8] = [
+    "switchboard_retries_total",
+    "switchboard_ejections_total",
+    "switchboard_unauthenticated_total",
+    "switchboard_rate_limited_total",
+    "switchboard_mirror_total",
+    "switchboard_rejected_total",
+    "switchboard_batch_halvings_total",
+    "switchboard_dead_letters_total",
+];
+
+/// Metric names a file mentions, histogram parts under their base name.
+fn named_in(path: &str, catalog: &BTreeSet<&str>) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut names = BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("switchboard_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| catalog.contains(b)))
+            .unwrap_or(name);
+        names.insert(base.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_export_the_catalog_and_dashboards_name_only_it() {
+    let catalog: BTreeSet<&str> = switchboard::prom::CATALOG.iter().map(|c| c.1).collect();
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(&dir.0.join("redis")).await.unwrap();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let metrics = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let model = models().join("digits_mlp.onnx").canonicalize().unwrap();
+    let spec = format!("digits/blue={}", model.display());
+    let worker = format!("127.0.0.1:{}", ports[3]);
+    let gateway = format!("127.0.0.1:{}", ports[4]);
+    let mut children = Vec::new();
+    for args in [
+        vec![
+            "worker",
+            "--listen",
+            &worker,
+            "--deployment",
+            &spec,
+            "--metrics-listen",
+            &metrics(0),
+        ],
+        vec![
+            "gateway",
+            "--listen",
+            &gateway,
+            "--metrics-listen",
+            &metrics(1),
+        ],
+        vec!["batcher", "--id", "b1", "--metrics-listen", &metrics(2)],
+    ] {
+        let mut a = args.clone();
+        let url = redis.url();
+        a.extend(["--redis", url.as_str()]);
+        children.push(spawn(&a));
+    }
+    let url = format!("http://{gateway}");
+    let admin = connect(&url, Some(ADMIN)).await;
+    let key = admin
+        .create_endpoint("digits", pb::AuthMode::Key)
+        .await
+        .unwrap()
+        .primary_key;
+    let dep = pb::Deployment {
+        name: "blue".into(),
+        model_uri: model.display().to_string(),
+        ..Default::default()
+    };
+    admin.create_deployment("digits", dep).await.unwrap();
+    let client = connect(&url, Some(&key)).await;
+    wait_until("a first answer", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let req = f32_request("digits", "input", &[vec![1.0; 64]], true).unwrap();
+            client.infer(req).await.is_ok()
+        }
+    })
+    .await;
+    let digits = common::batch::Digits::load();
+    let input = dir.0.join("rows.csv");
+    digits.write_csv(&input, 200, true);
+    let job = client
+        .submit_job(common::batch::spec("digits", &input, &dir.0.join("out")))
+        .await
+        .unwrap();
+    let end = common::batch::wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!(end.rows_done, 200, "{end:?}");
+
+    let mut exported = BTreeSet::new();
+    for i in 0..3 {
+        let body = get(&metrics(i), "/metrics").await.expect("/metrics");
+        exported.extend(
+            common::scrape::names(&body)
+                .into_iter()
+                .filter(|n| n.starts_with("switchboard_")),
+        );
+    }
+    let undocumented: Vec<&String> = exported
+        .iter()
+        .filter(|n| !catalog.contains(n.as_str()))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "exported, not in the catalog: {undocumented:?}"
+    );
+    let missing: Vec<&&str> = catalog
+        .iter()
+        .filter(|n| !ON_EVENT.contains(n) && !exported.contains(**n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "in the catalog, not exported: {missing:?}"
+    );
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/observability/");
+    for file in ["dashboard.json", "alerts.yml"] {
+        let named = named_in(&format!("{root}{file}"), &catalog);
+        assert!(named.len() > 5, "{file} names {named:?}");
+        let unknown: Vec<&String> = named
+            .iter()
+            .filter(|n| !catalog.contains(n.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} queries metrics no role exports: {unknown:?}"
+        );
+    }
 }

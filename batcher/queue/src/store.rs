@@ -447,6 +447,9 @@ impl JobQueue {
     pub async fn recent_states(&self, recent: usize) -> Result<HashMap<String, u64>, QueueError> {
         let mut c = self.conn.clone();
         let ids: Vec<String> = c.zrevrange(INDEX, 0, recent.max(1) as isize - 1).await?;
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hget(job_key(id), "state");

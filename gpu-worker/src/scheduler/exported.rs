@@ -27,12 +27,17 @@ pub(crate) struct ModelMetrics {
 
 impl ModelMetrics {
     /// `name` is `endpoint/deployment`, as the worker names schedulers.
-    pub fn new(name: &str, instances: usize) -> ModelMetrics {
+    pub fn new(name: &str, instances: usize, max_queue_size: usize) -> ModelMetrics {
         let (endpoint, deployment) = name.split_once('/').unwrap_or((name, ""));
         let (e, d) = (endpoint.to_string(), deployment.to_string());
         let labels = [("endpoint", e.clone()), ("deployment", d.clone())];
         let requests = |outcome: &'static str| counter!("switchboard_worker_requests_total", "endpoint" => e.clone(), "deployment" => d.clone(), "outcome" => outcome);
         let rejected = |reason: &'static str| counter!("switchboard_rejected_total", "endpoint" => e.clone(), "deployment" => d.clone(), "reason" => reason);
+        // The queue's bound, for alerts to compare the depth with; not
+        // exported for an unbounded queue.
+        if max_queue_size > 0 {
+            gauge!("switchboard_queue_capacity", &labels).set(max_queue_size as f64);
+        }
         ModelMetrics {
             ok: requests("ok"),
             failed: requests("error"),

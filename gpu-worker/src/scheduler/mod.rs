@@ -170,8 +170,9 @@ impl Scheduler {
             *s = ModelStats::default();
         }
         let s = &self.shared;
-        s.metrics
-            .get_or_init(|| exported::ModelMetrics::new(&s.name, s.config.instances));
+        s.metrics.get_or_init(|| {
+            exported::ModelMetrics::new(&s.name, s.config.instances, s.config.max_queue_size)
+        });
     }
 
     /// Requests waiting now.
