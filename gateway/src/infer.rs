@@ -72,6 +72,7 @@ impl GatewayV2 {
     ) -> Result<ModelInferResponse, Status> {
         let started = std::time::Instant::now();
         let name = req.model_name.clone();
+        let request_id = req.id.clone();
         // A version in the request names a deployment, like the pin header.
         let pinned =
             pinned.or_else(|| (!req.model_version.is_empty()).then(|| req.model_version.clone()));
@@ -89,7 +90,7 @@ impl GatewayV2 {
         crate::telemetry::record_inference(&name, deployment, code, started);
         if let Err(s) = &result {
             // The endpoint, never the caller's credential.
-            tracing::info!(endpoint = %name, deployment, code = crate::telemetry::code_name(code), message = s.message(), "request failed");
+            tracing::info!(endpoint = %name, deployment, request_id, code = crate::telemetry::code_name(code), error = s.message(), "request failed");
         }
         result
     }

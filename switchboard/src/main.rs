@@ -25,8 +25,17 @@ struct Cli {
     /// to, for every role; default: the system's roots.
     #[arg(long, global = true, env = "SWITCHBOARD_REDIS_CA_CERT")]
     redis_ca_cert: Option<std::path::PathBuf>,
+    /// Log lines as text, or as one JSON object a line (for log shippers).
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,13 +116,17 @@ fn tls_hint(e: anyhow::Error) -> anyhow::Error {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,ort=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,ort=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // The event's fields at the top level, beside level, target and
+        // time: what Loki or Elasticsearch index without a parser.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     if let Some(ca) = &cli.redis_ca_cert {
         redis_conn::use_ca_cert(ca).with_context(|| format!("--redis-ca-cert {}", ca.display()))?;
     }

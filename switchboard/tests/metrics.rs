@@ -310,3 +310,69 @@ async fn roles_export_the_catalog_and_dashboards_name_only_it() {
         );
     }
 }
+
+/// `--log-format json`: one JSON object a line; a failed request is one
+/// line at info with its endpoint, status and request id, and no credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_line_per_failed_request_and_no_credential() {
+    let dir = tempdir::Dir::new();
+    let redis = RedisServer::start(&dir.0.join("redis")).await.unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let log = dir.0.join("gateway.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let _gw = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--log-format", "json", "gateway", "--listen", &gateway])
+        .args(["--redis", &redis.url()])
+        .env("SWITCHBOARD_ADMIN_KEY", ADMIN)
+        .env("RUST_LOG", "info")
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://{gateway}");
+    let admin = connect(&url, Some(ADMIN)).await;
+    let key = admin
+        .create_endpoint("digits", pb::AuthMode::Key)
+        .await
+        .unwrap()
+        .primary_key;
+    let client = connect(&url, Some(&key)).await;
+    let mut req = f32_request("digits", "input", &[vec![1.0; 64]], true).unwrap();
+    req.id = "req-42".into();
+    // No deployment yet: UNAVAILABLE from the router.
+    assert!(client.infer(req).await.is_err());
+    let line = |text: &str| -> Option<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|j| j["message"] == "request failed")
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while line(&std::fs::read_to_string(&log).unwrap_or_default()).is_none() {
+        assert!(
+            std::time::Instant::now() < until,
+            "no 'request failed' line in: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    for l in text.lines() {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {l}"));
+    }
+    let j = line(&text).unwrap();
+    assert_eq!(j["level"], "INFO", "{j}");
+    assert_eq!(j["endpoint"], "digits", "{j}");
+    assert_eq!(j["request_id"], "req-42", "{j}");
+    assert_eq!(j["code"], "UNAVAILABLE", "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no deployment")),
+        "{j}"
+    );
+    assert!(
+        !text.contains(&key) && !text.contains(ADMIN),
+        "a credential in the log"
+    );
+}
