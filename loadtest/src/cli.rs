@@ -70,6 +70,11 @@ struct LoadArgs {
     /// Server process ids whose CPU time per request is reported.
     #[arg(long, global = true, value_delimiter = ',')]
     server_pids: Vec<u32>,
+    /// Roles' Prometheus endpoints (http://HOST:PORT/metrics, comma-separated)
+    /// read before and after the window: queue time, compute time and mean
+    /// batch go in the report beside its own latencies.
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_metrics: Vec<String>,
     /// No progress line.
     #[arg(long, global = true)]
     quiet: bool,
@@ -242,6 +247,7 @@ impl LoadArgs {
             batch: self.batch,
             raw: !self.typed,
             server_pids: self.server_pids.clone(),
+            server_metrics: self.server_metrics.clone(),
             progress: !self.quiet,
             rows,
             ca_cert: self.ca_cert.clone(),

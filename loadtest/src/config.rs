@@ -27,6 +27,8 @@ pub struct LoadConfig {
     pub raw: bool,
     /// Server processes whose CPU time is charged to the measured requests.
     pub server_pids: Vec<u32>,
+    /// Roles' Prometheus endpoints read before and after the window.
+    pub server_metrics: Vec<String>,
     /// A progress line on stderr every second.
     pub progress: bool,
     /// How long to wait for answers still out after the window closes.
@@ -52,6 +54,7 @@ impl Default for LoadConfig {
             batch: 1,
             raw: true,
             server_pids: Vec::new(),
+            server_metrics: Vec::new(),
             progress: false,
             drain: Duration::from_secs(30),
             rows: None,

@@ -13,6 +13,7 @@ pub mod data;
 pub mod mixed;
 pub mod report;
 pub mod run;
+pub mod scrape;
 pub mod sweep;
 pub mod target;
 pub mod testserver;

@@ -71,6 +71,8 @@ pub struct Report {
     /// ModelStatistics (empty when it keeps none).
     pub server_batches: BTreeMap<u64, u64>,
     pub server_mean_batch: Option<f64>,
+    /// From `--server-metrics`: the roles' own queue and compute times.
+    pub server_metrics: Option<crate::scrape::ServerMetrics>,
     /// The latencies themselves (µs), for the HDR log.
     #[serde(skip)]
     pub histogram: Option<Histogram<u64>>,
@@ -148,6 +150,7 @@ impl Report {
                 server_batches.iter().map(|(s, n)| s * n).sum::<u64>() as f64 / executions as f64
             }),
             server_batches,
+            server_metrics: None,
             histogram: Some(hist.clone()),
         }
     }
@@ -227,6 +230,15 @@ impl Report {
         }
         if let Some(c) = self.server_cpu_us_per_request {
             s += &format!("\nServer CPU per request: {c:.1} µs\n");
+        }
+        if let Some(m) = &self.server_metrics {
+            let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} µs"));
+            s += &format!(
+                "\nServer metrics: queue {} mean, compute {} mean a batch, mean batch {}\n",
+                us(m.queue_us_mean),
+                us(m.compute_us_mean),
+                m.mean_batch.map_or("-".to_string(), |b| format!("{b:.1}"))
+            );
         }
         s
     }

@@ -104,6 +104,7 @@ pub async fn run_with(
         cfg.server_pids.clone(),
         window,
     ));
+    let scraper = tokio::spawn(scrape_window(cfg.server_metrics.clone(), window));
     let stop = window.1;
     match cfg.mode {
         Mode::Closed { concurrency } => closed(target, &rec, begin, stop, concurrency).await,
@@ -116,7 +117,8 @@ pub async fn run_with(
         eprintln!();
     }
     let (server_cpu, client_cpu, batches) = sampler.await?;
-    Ok(Report::build(
+    let server_metrics = scraper.await?;
+    let mut report = Report::build(
         cfg,
         &rec.hist
             .lock()
@@ -130,7 +132,24 @@ pub async fn run_with(
         server_cpu,
         client_cpu,
         batches,
-    ))
+    );
+    report.server_metrics = server_metrics;
+    Ok(report)
+}
+
+/// `--server-metrics` read at the window's edges.
+async fn scrape_window(
+    urls: Vec<String>,
+    window: (Instant, Instant),
+) -> Option<crate::scrape::ServerMetrics> {
+    if urls.is_empty() {
+        return None;
+    }
+    tokio::time::sleep_until(window.0.into()).await;
+    let before = crate::scrape::read_all(&urls).await;
+    tokio::time::sleep_until(window.1.into()).await;
+    let after = crate::scrape::read_all(&urls).await;
+    Some(crate::scrape::between(before?, after?))
 }
 
 /// CPU and server batch counters at the window's edges.

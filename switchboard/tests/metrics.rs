@@ -88,12 +88,24 @@ async fn counters_agree_with_the_load_tool_and_model_statistics() {
         mode: loadtest::Mode::Closed { concurrency: 4 },
         duration: Duration::from_secs(2),
         warmup: Duration::ZERO,
+        server_metrics: vec![format!("http://127.0.0.1:{w_metrics}/metrics")],
         ..Default::default()
     })
     .await
     .unwrap();
     assert_eq!(report.errors, 0, "{:?}", report.errors_by_code);
     let n = report.requests as f64;
+    // The load tool read the worker's own view of the window.
+    let server = report
+        .server_metrics
+        .as_ref()
+        .expect("--server-metrics read");
+    assert!(server.executions > 0, "{server:?}");
+    assert!(server.mean_batch.is_some_and(|b| b >= 1.0), "{server:?}");
+    assert!(
+        server.queue_us_mean.is_some() && server.compute_us_mean.is_some(),
+        "{server:?}"
+    );
     assert!(n > 100.0, "only {n} requests");
 
     let gw = get(&format!("127.0.0.1:{gw_metrics}"), "/metrics")
