@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 #[derive(Debug, Error)]
 pub enum BatcherError {
@@ -163,11 +163,26 @@ async fn handle(ctx: &Arc<Ctx>, e: Entry) {
             }
         })
     };
-    let result = match &e.work {
-        Work::Plan => steps::plan(ctx, &e, &job).await,
-        Work::Shard { index, piece } => steps::shard(ctx, &e, &job, *index, piece).await,
-        Work::Finalize => steps::finalize(ctx, &e).await,
+    // Each step is a span in the trace of the call that submitted the job.
+    let (step, shard) = match &e.work {
+        Work::Plan => ("plan", None),
+        Work::Shard { index, .. } => ("shard", Some(*index)),
+        Work::Finalize => ("finalize", None),
     };
+    let span = tracing::debug_span!(target: trace_context::TARGET, "step", otel.name = step, job = %e.job, shard);
+    let submitted = &job.trace;
+    trace_context::set_parent(
+        &span,
+        &trace_context::Carrier::from_fields(&submitted.traceparent, &submitted.tracestate),
+    );
+    let work = async {
+        match &e.work {
+            Work::Plan => steps::plan(ctx, &e, &job).await,
+            Work::Shard { index, piece } => steps::shard(ctx, &e, &job, *index, piece).await,
+            Work::Finalize => steps::finalize(ctx, &e).await,
+        }
+    };
+    let result = work.instrument(span).await;
     beat.abort();
     if let Err(err) = result {
         warn!(job = %e.job, entry = %e.id, error = %err, "step left for another try");

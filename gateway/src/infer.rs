@@ -90,7 +90,8 @@ impl GatewayV2 {
         crate::telemetry::record_inference(&name, deployment, code, started);
         if let Err(s) = &result {
             // The endpoint, never the caller's credential.
-            tracing::info!(endpoint = %name, deployment, request_id, code = crate::telemetry::code_name(code), error = s.message(), "request failed");
+            let trace_id = proto::trace::trace_id().unwrap_or_default();
+            tracing::info!(endpoint = %name, deployment, request_id, trace_id, code = crate::telemetry::code_name(code), error = s.message(), "request failed");
         }
         result
     }

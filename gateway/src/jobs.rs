@@ -224,7 +224,17 @@ impl Jobs for JobsService {
             .spec
             .ok_or_else(|| bad("spec is missing"))?;
         let spec = self.accept(&p, spec)?;
-        let job = self.queue.submit(spec).await.map_err(status)?;
+        // The batcher's spans for this job join the caller's trace.
+        let trace = proto::trace::outgoing();
+        let trace = job_queue::JobTrace {
+            traceparent: trace.traceparent.unwrap_or_default(),
+            tracestate: trace.tracestate.unwrap_or_default(),
+        };
+        let job = self
+            .queue
+            .submit_traced(spec, &trace)
+            .await
+            .map_err(status)?;
         tracing::info!(job = %job.id, endpoint = %job.spec.endpoint, deployment = %job.spec.deployment, "job submitted");
         Ok(Response::new(job_pb(&job)))
     }

@@ -1,5 +1,5 @@
-//! Assembling and running the gateway. The stacks read top to bottom: the
-//! oversize-status rewrite sees every answer, authentication runs before the
+//! Assembling and running the gateway. The stacks read top to bottom: each
+//! call gets its trace span first, the oversize-status rewrite sees every answer, authentication runs before the
 //! rate limit (which counts per credential), then each service; management
 //! has the admin gate in front of it as well.
 
@@ -143,6 +143,7 @@ pub async fn serve(
         job_queue::JobQueue::new(conn.clone()),
     ));
     let stack = tower::ServiceBuilder::new()
+        .layer(proto::trace::TraceLayer)
         .layer(OversizeStatusLayer)
         .layer(GateLayer(Authenticator::new(
             store.clone(),

@@ -15,6 +15,7 @@ pub mod health;
 pub mod stats;
 pub mod stream;
 pub mod tls;
+pub mod trace;
 
 pub mod switchboard {
     #[allow(clippy::all, clippy::pedantic)]

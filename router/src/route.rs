@@ -3,13 +3,14 @@
 use crate::pool::{Pool, Replica};
 use crate::weights::Weighted;
 use proto::inference::{ModelInferRequest, ModelInferResponse, ServerReadyRequest};
+use proto::trace::TARGET;
 use registry::WorkerRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tonic::{Code, Status};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -243,7 +244,8 @@ impl Router {
         deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, Status> {
         let route = self.route(endpoint)?;
-        let deployment = pick(&route, endpoint, pinned)?;
+        let deployment = tracing::debug_span!(target: TARGET, "route", endpoint, pinned)
+            .in_scope(|| pick(&route, endpoint, pinned))?;
         let Some(shadow) = self.mirror_for(&route, pinned) else {
             return self.forward(endpoint, &deployment, req, deadline).await;
         };
@@ -281,7 +283,8 @@ impl Router {
         primary: tokio::sync::oneshot::Receiver<Option<ModelInferResponse>>,
     ) {
         let (router, endpoint, req) = (self.clone(), endpoint.to_string(), req.clone());
-        tokio::spawn(async move {
+        let span = tracing::debug_span!(target: TARGET, "mirror", deployment = %shadow);
+        let copy = async move {
             let answer = router.forward(&endpoint, &shadow, req, deadline).await;
             let primary = primary.await.ok().flatten();
             let outcome = match (&answer, &primary) {
@@ -292,7 +295,8 @@ impl Router {
             };
             metrics::counter!("switchboard_mirror_total", "endpoint" => endpoint, "deployment" => shadow, "outcome" => outcome)
                 .increment(1);
-        });
+        };
+        tokio::spawn(copy.instrument(span));
     }
 
     /// Sends to the least busy healthy replica; once more to another replica
@@ -313,11 +317,24 @@ impl Router {
         req.model_version = deployment.to_string();
         let mut tried: Option<String> = None;
         let mut last: Option<Status> = None;
-        for _attempt in 0..2 {
+        for attempt in 1..=2u32 {
             let Some(replica) = pool.pick(tried.as_deref()) else {
                 break;
             };
+            // One span per try, the parent of the worker's: a retry shows
+            // as a second attempt on another replica.
+            let span = tracing::debug_span!(
+                target: TARGET,
+                "attempt",
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                attempt,
+                deployment,
+                replica = %replica.id,
+                address = %replica.address,
+            );
             let mut r = tonic::Request::new(req.clone());
+            span.in_scope(|| proto::trace::inject(&mut r));
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -328,7 +345,15 @@ impl Router {
                 r.set_timeout(left);
             }
             let _in_flight = replica.start();
-            match replica.client().model_infer(r).await {
+            let answer = replica
+                .client()
+                .model_infer(r)
+                .instrument(span.clone())
+                .await;
+            if answer.is_err() {
+                span.record("otel.status_code", "ERROR");
+            }
+            match answer {
                 Ok(resp) => {
                     replica.record_success();
                     return Ok(resp.into_inner());

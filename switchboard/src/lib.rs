@@ -9,5 +9,6 @@ pub mod probes;
 pub mod prom;
 pub mod redis_server;
 pub mod roles;
+pub mod telemetry;
 pub mod tls_flags;
 pub mod up;

@@ -11,6 +11,7 @@ use switchboard::commands::{
 };
 use switchboard::jobs_cmd::{self, JobArgs};
 use switchboard::roles::{self, BatcherArgs, GatewayArgs, WorkerArgs};
+use switchboard::telemetry::{self, LogFormat, TraceArgs};
 use switchboard::up::{self, UpArgs};
 
 /// Switchboard: model serving — real-time behind a gRPC gateway, batch through Redis.
@@ -28,14 +29,10 @@ struct Cli {
     /// Log lines as text, or as one JSON object a line (for log shippers).
     #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    traces: TraceArgs,
     #[command(subcommand)]
     cmd: Cmd,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,17 +113,21 @@ fn tls_hint(e: anyhow::Error) -> anyhow::Error {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,ort=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        // The event's fields at the top level, beside level, target and
-        // time: what Loki or Elasticsearch index without a parser.
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    // The name each server role has in traces.
+    let service = match &cli.cmd {
+        Cmd::Up(_) => Some("switchboard"),
+        Cmd::Gateway(_) => Some("switchboard-gateway"),
+        Cmd::Worker(_) => Some("switchboard-worker"),
+        Cmd::Batcher(_) => Some("switchboard-batcher"),
+        _ => None,
+    };
+    let telemetry = telemetry::init(cli.log_format, &cli.traces, service)?;
+    let result = run_command(cli).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run_command(cli: Cli) -> Result<()> {
     if let Some(ca) = &cli.redis_ca_cert {
         redis_conn::use_ca_cert(ca).with_context(|| format!("--redis-ca-cert {}", ca.display()))?;
     }

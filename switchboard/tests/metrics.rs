@@ -324,7 +324,8 @@ async fn roles_export_the_catalog_and_dashboards_name_only_it() {
 }
 
 /// `--log-format json`: one JSON object a line; a failed request is one
-/// line at info with its endpoint, status and request id, and no credential.
+/// line at info with its endpoint, status, request id and trace id, and no
+/// credential.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_one_line_per_failed_request_and_no_credential() {
     let dir = tempdir::Dir::new();
@@ -383,6 +384,42 @@ async fn json_logs_have_one_line_per_failed_request_and_no_credential() {
             .is_some_and(|e| e.contains("no deployment")),
         "{j}"
     );
+    assert_eq!(j["trace_id"], "", "no trace came with it: {j}");
+    // A caller's trace id is on the line (OTLP off: the gateway passes the
+    // caller's context on and logs it).
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut traced =
+        tonic::Request::new(f32_request("digits", "input", &[vec![1.0; 64]], true).unwrap());
+    traced.get_mut().id = "req-43".into();
+    let md = traced.metadata_mut();
+    md.insert("authorization", format!("Bearer {key}").parse().unwrap());
+    md.insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    assert!(
+        GrpcInferenceServiceClient::new(channel)
+            .model_infer(traced)
+            .await
+            .is_err()
+    );
+    let traced_line = |text: &str| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|j| j["request_id"] == "req-43")
+    };
+    while traced_line(&std::fs::read_to_string(&log).unwrap_or_default()).is_none() {
+        assert!(std::time::Instant::now() < until, "no line for req-43");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let j = traced_line(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(j["trace_id"], trace, "{j}");
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         !text.contains(&key) && !text.contains(ADMIN),
         "a credential in the log"

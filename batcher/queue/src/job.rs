@@ -154,6 +154,17 @@ pub struct JobRecord {
     pub finished_ms: i64,
     pub manifest: String,
     pub errors: String,
+    /// The trace context it was submitted under.
+    pub trace: JobTrace,
+}
+
+/// The W3C trace context (`traceparent`, `tracestate`) of the call that
+/// submitted a job, kept in its record so that the batcher's spans join
+/// the caller's trace; empty when there was none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobTrace {
+    pub traceparent: String,
+    pub tracestate: String,
 }
 
 impl JobRecord {
@@ -180,6 +191,10 @@ impl JobRecord {
             finished_ms: num("finished_ms"),
             manifest: text("manifest"),
             errors: text("errors"),
+            trace: JobTrace {
+                traceparent: text("traceparent"),
+                tracestate: text("tracestate"),
+            },
         })
     }
 
@@ -230,6 +245,25 @@ mod tests {
         h.insert("rows_failed".to_string(), failed.to_string());
         h.insert("cancel_requested".to_string(), u8::from(cancel).to_string());
         JobRecord::from_hash("j", &h).unwrap()
+    }
+
+    #[test]
+    fn the_trace_context_is_read_back() {
+        let mut h = HashMap::new();
+        let spec = JobSpec::new("e", "d", "m.onnx", "in.csv", "out");
+        h.insert("spec".to_string(), serde_json::to_string(&spec).unwrap());
+        h.insert("state".to_string(), "queued".to_string());
+        assert_eq!(
+            JobRecord::from_hash("j", &h).unwrap().trace,
+            JobTrace::default()
+        );
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.insert("traceparent".to_string(), tp.to_string());
+        let trace = JobRecord::from_hash("j", &h).unwrap().trace;
+        assert_eq!(
+            (trace.traceparent.as_str(), trace.tracestate.as_str()),
+            (tp, "")
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ mod store;
 pub use check::SpecError;
 pub use format::{Format, UnknownFormat};
 pub use job::{
-    Binding, DEFAULT_MAX_RETRIES, DEFAULT_SHARD_ROWS, JobRecord, JobSpec, JobState, now_ms,
+    Binding, DEFAULT_MAX_RETRIES, DEFAULT_SHARD_ROWS, JobRecord, JobSpec, JobState, JobTrace,
+    now_ms,
 };
 pub use location::{REMOTE_SCHEMES, scheme_supported};
 pub use store::{

@@ -12,7 +12,7 @@
 //! stands for has written its effects, and a dead batcher's entries are
 //! claimed by another after the visibility timeout.
 
-use super::job::{JobRecord, JobSpec, JobState, new_job_id, now_ms};
+use super::job::{JobRecord, JobSpec, JobState, JobTrace, new_job_id, now_ms};
 use super::scripts;
 use redis::AsyncCommands;
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
@@ -158,6 +158,15 @@ impl JobQueue {
     }
 
     pub async fn submit(&self, spec: JobSpec) -> Result<JobRecord, QueueError> {
+        self.submit_traced(spec, &JobTrace::default()).await
+    }
+
+    /// `submit`, keeping the caller's trace context with the job.
+    pub async fn submit_traced(
+        &self,
+        spec: JobSpec,
+        trace: &JobTrace,
+    ) -> Result<JobRecord, QueueError> {
         let id = new_job_id();
         let now = now_ms();
         let spec_json =
@@ -175,17 +184,24 @@ impl JobQueue {
                 job: holder,
             });
         }
+        let created = now.to_string();
+        let mut fields = vec![
+            ("spec", spec_json.as_str()),
+            ("state", JobState::Queued.as_str()),
+            ("created_ms", created.as_str()),
+        ];
+        for (k, v) in [
+            ("traceparent", &trace.traceparent),
+            ("tracestate", &trace.tracestate),
+        ] {
+            if !v.is_empty() {
+                fields.push((k, v.as_str()));
+            }
+        }
         // One transaction: a job is either recorded, listed and queued, or not at all.
         let _: () = redis::pipe()
             .atomic()
-            .hset_multiple(
-                job_key(&id),
-                &[
-                    ("spec", spec_json.as_str()),
-                    ("state", JobState::Queued.as_str()),
-                    ("created_ms", &now.to_string()),
-                ],
-            )
+            .hset_multiple(job_key(&id), &fields)
             .ignore()
             .zadd(INDEX, &id, now)
             .ignore()

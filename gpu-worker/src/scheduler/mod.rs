@@ -10,17 +10,19 @@ mod batch;
 mod exported;
 pub use exported::sample_memory;
 mod stats;
+mod traced;
 
 pub use batch::{compatible, concat, split, validate};
 pub use stats::{BatchRecord, BatchStats, Duration64, ModelStats};
 
 use engine::{Backend, BackendFactory, EngineError, ModelSignature, Tensor};
+use proto::trace::TARGET as TRACE;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, debug_span, warn};
+use tracing::{Span, debug, debug_span, warn};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -83,6 +85,10 @@ struct Pending {
     enqueued: Instant,
     deadline: Option<Instant>,
     reply: Reply,
+    /// The request's span, which its batch links to; and its queue wait,
+    /// closed when the batch starts (both off unless traces are exported).
+    span: Span,
+    queue_wait: Span,
 }
 
 enum Msg {
@@ -225,6 +231,8 @@ impl Scheduler {
             enqueued: start,
             deadline: req.deadline,
             reply,
+            span: Span::current(),
+            queue_wait: debug_span!(target: TRACE, "queue wait", model = %s.name, rows),
         };
         if s.tx.send(Msg::Enqueue(pending, level)).is_err() {
             s.queued.fetch_sub(1, Ordering::AcqRel);
@@ -319,7 +327,7 @@ fn spawn_instance(
 fn run_batch(
     shared: &Shared,
     backend: &mut dyn Backend,
-    batch: Vec<Pending>,
+    mut batch: Vec<Pending>,
     dispatched: Instant,
     instance: usize,
     id: u64,
@@ -328,6 +336,7 @@ fn run_batch(
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
     let total: usize = rows.iter().sum();
     let _span = debug_span!("batch", model = %shared.name, instance, id, size = total, requests = batch.len()).entered();
+    let _traced = traced::trace_batch(shared, &mut batch, instance, id, total);
     let t0 = Instant::now();
     let views: Vec<&[Tensor]> = batch.iter().map(|p| p.inputs.as_slice()).collect();
     let inputs = concat(&views);

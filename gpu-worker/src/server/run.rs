@@ -209,6 +209,7 @@ pub async fn serve(
         }
     };
     let routes = tonic::transport::Server::builder()
+        .layer(proto::trace::TraceLayer)
         .add_service(health.server())
         .add_service(service);
     let served =

@@ -365,6 +365,7 @@ pub mod certs;
 pub mod fleet;
 pub mod load;
 pub mod netns;
+pub mod otlp;
 pub mod overlay;
 pub mod procs;
 pub mod scrape;
