@@ -169,12 +169,16 @@ async fn handle(ctx: &Arc<Ctx>, e: Entry) {
         Work::Shard { index, .. } => ("shard", Some(*index)),
         Work::Finalize => ("finalize", None),
     };
-    let span = tracing::debug_span!(target: trace_context::TARGET, "step", otel.name = step, job = %e.job, shard);
     let submitted = &job.trace;
-    trace_context::set_parent(
-        &span,
-        &trace_context::Carrier::from_fields(&submitted.traceparent, &submitted.tracestate),
-    );
+    let submitted =
+        trace_context::Carrier::from_fields(&submitted.traceparent, &submitted.tracestate);
+    let span = if trace_context::sampled(&submitted) {
+        let span = tracing::debug_span!(target: trace_context::TARGET, "step", otel.name = step, job = %e.job, shard);
+        trace_context::set_parent(&span, &submitted);
+        span
+    } else {
+        tracing::Span::none()
+    };
     let work = async {
         match &e.work {
             Work::Plan => steps::plan(ctx, &e, &job).await,

@@ -75,7 +75,7 @@ impl Authenticator {
 
 impl Check for Authenticator {
     fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
-        let _span = tracing::debug_span!(target: proto::trace::TARGET, "authenticate").entered();
+        let _span = proto::trace::child_span!("authenticate").entered();
         let p = authenticate(
             req.headers(),
             self.admin_hash.as_deref(),

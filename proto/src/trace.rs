@@ -6,7 +6,7 @@
 use std::task::{Context, Poll};
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
-pub use trace_context::{Carrier, TARGET, outgoing, set_parent, trace_id};
+pub use trace_context::{Carrier, TARGET, child_span, outgoing, set_parent, trace_id};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
@@ -38,16 +38,27 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let incoming = Carrier::from_headers(req.headers());
-        // `otel.name` is the span's name in the trace: the gRPC method.
-        let span = tracing::debug_span!(
-            target: TARGET,
-            "rpc",
-            otel.name = %req.uri().path(),
-            otel.kind = "server",
-            rpc.system = "grpc",
-        );
-        trace_context::set_parent(&span, &incoming);
+        let mut incoming = Carrier::from_headers(req.headers());
+        let span = if trace_context::sampled(&incoming) {
+            // `otel.name` is the span's name in the trace: the gRPC method.
+            let span = tracing::debug_span!(
+                target: TARGET,
+                "rpc",
+                otel.name = %req.uri().path(),
+                otel.kind = "server",
+                rpc.system = "grpc",
+            );
+            trace_context::set_parent(&span, &incoming);
+            span
+        } else {
+            // Not traced: no span here or below. A trace that starts here
+            // unsampled says so downstream, so no later hop samples a
+            // fragment of it.
+            if incoming.is_empty() && trace_context::exporting() {
+                incoming = trace_context::unsampled_root();
+            }
+            tracing::Span::none()
+        };
         // Layers below check synchronously in `call` (authentication):
         // inside the span too.
         let fut = span.in_scope(|| self.inner.call(req));

@@ -3,7 +3,7 @@
 use crate::pool::{Pool, Replica};
 use crate::weights::Weighted;
 use proto::inference::{ModelInferRequest, ModelInferResponse, ServerReadyRequest};
-use proto::trace::TARGET;
+use proto::trace::child_span;
 use registry::WorkerRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,8 +244,8 @@ impl Router {
         deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, Status> {
         let route = self.route(endpoint)?;
-        let deployment = tracing::debug_span!(target: TARGET, "route", endpoint, pinned)
-            .in_scope(|| pick(&route, endpoint, pinned))?;
+        let deployment =
+            child_span!("route", endpoint, pinned).in_scope(|| pick(&route, endpoint, pinned))?;
         let Some(shadow) = self.mirror_for(&route, pinned) else {
             return self.forward(endpoint, &deployment, req, deadline).await;
         };
@@ -283,7 +283,7 @@ impl Router {
         primary: tokio::sync::oneshot::Receiver<Option<ModelInferResponse>>,
     ) {
         let (router, endpoint, req) = (self.clone(), endpoint.to_string(), req.clone());
-        let span = tracing::debug_span!(target: TARGET, "mirror", deployment = %shadow);
+        let span = child_span!("mirror", deployment = %shadow);
         let copy = async move {
             let answer = router.forward(&endpoint, &shadow, req, deadline).await;
             let primary = primary.await.ok().flatten();
@@ -323,8 +323,7 @@ impl Router {
             };
             // One span per try, the parent of the worker's: a retry shows
             // as a second attempt on another replica.
-            let span = tracing::debug_span!(
-                target: TARGET,
+            let span = child_span!(
                 "attempt",
                 otel.kind = "client",
                 otel.status_code = tracing::field::Empty,

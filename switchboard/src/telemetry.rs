@@ -42,8 +42,8 @@ pub struct TraceArgs {
     pub otlp_sample_ratio: f64,
 }
 
-/// Flushes the spans not yet exported when dropped... by `shutdown`, which
-/// must be awaited: the export runs on the runtime.
+/// Holds the exporter; `shutdown` (awaited, since exports run on the
+/// runtime) flushes the spans not yet sent.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
@@ -75,7 +75,8 @@ pub fn init(format: LogFormat, traces: &TraceArgs, service: Option<&str>) -> Res
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let (provider, spans) = match (service, &traces.otlp_endpoint) {
         (Some(service), Some(url)) => {
-            let provider = tracer_provider(url, traces.otlp_sample_ratio, service)?;
+            let provider = tracer_provider(url, service)?;
+            trace_context::start_sampling(traces.otlp_sample_ratio);
             // The trace spans, and warnings inside them as span events.
             let wanted = Targets::new()
                 .with_target(trace_context::TARGET, LevelFilter::TRACE)
@@ -98,7 +99,7 @@ pub fn init(format: LogFormat, traces: &TraceArgs, service: Option<&str>) -> Res
     Ok(Telemetry { provider })
 }
 
-fn tracer_provider(url: &str, ratio: f64, service: &str) -> Result<SdkTracerProvider> {
+fn tracer_provider(url: &str, service: &str) -> Result<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(url)
@@ -110,9 +111,9 @@ fn tracer_provider(url: &str, ratio: f64, service: &str) -> Result<SdkTracerProv
     };
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio.clamp(0.0, 1.0),
-        ))))
+        // Sampling is decided where a trace enters (trace_context::sampled):
+        // a span that exists is meant to be exported.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(
             Resource::builder()
                 .with_service_name(service.to_string())

@@ -4,7 +4,9 @@
 //! gateway and the worker in that trace, one parent chain from the
 //! caller's span to the model's execution; a job submitted with one gets
 //! the batcher's plan, shard and finalize spans in its trace; a caller's
-//! "not sampled" is obeyed by every process.
+//! "not sampled" is obeyed by every process, and with a sampling ratio of
+//! 0 a request that brings no trace is traced by none (no fragment of it
+//! starts at the worker).
 
 mod common;
 
@@ -25,7 +27,8 @@ const UNSAMPLED: &str = "11111111111111111111111111111111";
 
 fn role(args: &[&str], otlp: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--otlp-endpoint", otlp])
+        // No trace starts here: only what callers sample is exported.
+        .args(["--otlp-endpoint", otlp, "--otlp-sample-ratio", "0"])
         .args(args)
         .env("RUST_LOG", "warn")
         .env("SWITCHBOARD_ADMIN_KEY", ADMIN)
@@ -230,4 +233,13 @@ async fn a_request_and_a_job_are_traced_across_processes() {
         "an unsampled trace was exported: {:#?}",
         receiver.trace(UNSAMPLED)
     );
+    // The warm-up requests came with no trace: nothing of theirs, except
+    // batches that also served the sampled request.
+    let stray: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id != TRACE && s.trace_id != JOB_TRACE)
+        .filter(|s| !(s.name == "batch execution" && s.links.iter().all(|l| l.0 == TRACE)))
+        .collect();
+    assert!(stray.is_empty(), "spans of untraced calls: {stray:#?}");
 }

@@ -16,7 +16,6 @@ pub use batch::{compatible, concat, split, validate};
 pub use stats::{BatchRecord, BatchStats, Duration64, ModelStats};
 
 use engine::{Backend, BackendFactory, EngineError, ModelSignature, Tensor};
-use proto::trace::TARGET as TRACE;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -232,7 +231,7 @@ impl Scheduler {
             deadline: req.deadline,
             reply,
             span: Span::current(),
-            queue_wait: debug_span!(target: TRACE, "queue wait", model = %s.name, rows),
+            queue_wait: proto::trace::child_span!("queue wait", model = %s.name, rows),
         };
         if s.tx.send(Msg::Enqueue(pending, level)).is_err() {
             s.queued.fetch_sub(1, Ordering::AcqRel);

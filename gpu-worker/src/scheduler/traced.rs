@@ -4,7 +4,8 @@
 //! `execute` span, its child, that links back to the batch. Nothing here
 //! runs unless traces are exported.
 
-use super::{Pending, Shared, TRACE};
+use super::{Pending, Shared};
+use proto::trace::TARGET as TRACE;
 use tracing::{Span, debug_span};
 
 /// Held while the batch runs; dropping it ends the spans.
@@ -24,6 +25,10 @@ pub(super) fn trace_batch(
     for p in batch.iter_mut() {
         p.queue_wait = Span::none();
     }
+    // Untraced requests (all of them, with OTLP off) have no span.
+    if batch.iter().all(|p| p.span.is_none()) {
+        return None;
+    }
     let span = debug_span!(
         target: TRACE,
         parent: None,
@@ -34,11 +39,9 @@ pub(super) fn trace_batch(
         rows,
         requests = batch.len(),
     );
-    if span.is_disabled() {
-        return None;
-    }
     let each = batch
         .iter()
+        .filter(|p| !p.span.is_none())
         .map(|p| {
             span.follows_from(&p.span);
             let e = debug_span!(target: TRACE, parent: &p.span, "execute", batch = id, rows);

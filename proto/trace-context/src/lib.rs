@@ -7,13 +7,19 @@
 //! trace survives a hop that does not take part in it: `outgoing` falls back
 //! to the headers of the request being served (held in a task-local).
 //!
-//! The spans this crate's users open for traces all have the target
-//! [`TARGET`] and level DEBUG: with OTLP off no layer wants them and they
-//! cost nothing; with it on, the exporter's layer takes that target alone.
+//! Sampling is decided once, where a trace enters a process
+//! ([`sampled`]): the caller's flag when it sent one, else the ratio. An
+//! unsampled call gets no span at all, and spans below it are opened with
+//! [`child_span!`], which opens nothing outside a span: so an unsampled
+//! request costs what one with OTLP off costs, not the price of spans the
+//! exporter would drop. The spans this crate's users open for traces all
+//! have the target [`TARGET`] and level DEBUG, which only the exporter's
+//! layer asks for.
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::task::futures::TaskLocalFuture;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -33,6 +39,58 @@ pub struct Carrier {
 
 tokio::task_local! {
     static INCOMING: Carrier;
+}
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+/// The share of traces started here that are sampled, as f64 bits.
+static RATIO: AtomicU64 = AtomicU64::new(0);
+
+/// Spans are exported from now on; `ratio` of the traces that start in
+/// this process are sampled.
+pub fn start_sampling(ratio: f64) {
+    RATIO.store(ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    EXPORTING.store(true, Ordering::Relaxed);
+}
+
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Whether work that came with `incoming` is traced here: never when
+/// nothing is exported; as the caller said when it sent a sampled flag;
+/// else by the ratio.
+pub fn sampled(incoming: &Carrier) -> bool {
+    if !exporting() {
+        return false;
+    }
+    incoming.sampled_flag().unwrap_or_else(|| {
+        let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+        ratio >= 1.0 || rand::random::<f64>() < ratio
+    })
+}
+
+/// A new trace's context marked "not sampled", for a call that starts a
+/// trace here and was not sampled: sent on, it tells the next process not
+/// to sample its part either.
+pub fn unsampled_root() -> Carrier {
+    let (t, s): (u128, u64) = (rand::random(), rand::random());
+    Carrier {
+        traceparent: Some(format!("00-{:032x}-{:016x}-00", t.max(1), s.max(1))),
+        tracestate: None,
+    }
+}
+
+/// A trace span (target [`TARGET`], DEBUG) below the current one, or
+/// nothing when there is no current span (the call is not traced).
+#[macro_export]
+macro_rules! child_span {
+    ($($args:tt)*) => {
+        if ::tracing::Span::current().is_none() {
+            ::tracing::Span::none()
+        } else {
+            ::tracing::debug_span!(target: $crate::TARGET, $($args)*)
+        }
+    };
 }
 
 impl Carrier {
@@ -89,6 +147,17 @@ impl Carrier {
     pub fn trace_id(&self) -> Option<&str> {
         let id = self.traceparent.as_deref()?.split('-').nth(1)?;
         (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    }
+
+    /// The sampled bit of `traceparent`'s flags, when it has the W3C shape.
+    pub fn sampled_flag(&self) -> Option<bool> {
+        let tp = self.traceparent.as_deref()?;
+        let parts: Vec<&str> = tp.split('-').collect();
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if parts.len() < 4 || !hex(parts[1], 32) || !hex(parts[2], 16) || !hex(parts[3], 2) {
+            return None;
+        }
+        u8::from_str_radix(parts[3], 16).ok().map(|f| f & 1 == 1)
     }
 }
 

@@ -57,3 +57,36 @@ fn a_traced_span_is_the_child_of_the_remote_parent() {
         assert_eq!(trace_id().as_deref(), Some(parts[1]));
     });
 }
+
+#[test]
+fn sampling_is_decided_where_a_trace_enters() {
+    // Both halves in one test: the switch is process-wide.
+    assert!(
+        !sampled(&carrier(TP, "")),
+        "nothing is sampled without export"
+    );
+    start_sampling(0.0);
+    assert!(sampled(&carrier(TP, "")), "the caller's sampled flag");
+    let unsampled = TP.replace("-01", "-00");
+    assert!(!sampled(&carrier(&unsampled, "")));
+    assert!(!sampled(&Carrier::default()), "ratio 0: no root is sampled");
+    start_sampling(1.0);
+    assert!(sampled(&Carrier::default()));
+    let root = unsampled_root();
+    assert_eq!(root.sampled_flag(), Some(false));
+    assert!(root.trace_id().is_some(), "{root:?}");
+    assert_eq!(carrier("garbage", "").sampled_flag(), None);
+}
+
+#[test]
+fn child_spans_only_below_a_span() {
+    let provider = SdkTracerProvider::builder().build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        assert!(crate::child_span!("orphan").is_none());
+        let parent = tracing::debug_span!(target: TARGET, "rpc");
+        let _g = parent.enter();
+        assert!(!crate::child_span!("child").is_none());
+    });
+}
