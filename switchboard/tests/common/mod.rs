@@ -367,4 +367,5 @@ pub mod load;
 pub mod netns;
 pub mod overlay;
 pub mod procs;
+pub mod rest;
 pub mod scrape;
