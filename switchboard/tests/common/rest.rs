@@ -2,9 +2,10 @@
 //! beside gRPC, and a plain HTTP/1.1 client (hyper) that sends exactly the
 //! headers and bytes given.
 
-use super::{ADMIN, Cluster};
+use super::{ADMIN, Cluster, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 /// A gateway's two addresses.
@@ -113,4 +114,33 @@ pub async fn post_json(
     h.extend(auth.iter().map(|a| ("authorization", *a)));
     h.extend_from_slice(extra);
     send("POST", url, &h, Bytes::from(body.to_string())).await
+}
+
+/// The digits endpoint's infer route.
+pub const INFER: &str = "/v2/models/digits/infer";
+
+pub fn rows() -> Vec<Vec<f32>> {
+    (0..2)
+        .map(|r| (0..64).map(|i| ((i * 7 + r * 3) % 17) as f32).collect())
+        .collect()
+}
+
+pub fn json_request(binary_out: bool) -> Value {
+    let flat: Vec<f32> = rows().concat();
+    json!({
+        "id": "req-1",
+        "inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32", "data": flat}],
+        "outputs": [
+            {"name": "probabilities", "parameters": {"binary_data": binary_out}},
+            {"name": "label", "parameters": {"binary_data": binary_out}},
+        ],
+    })
+}
+
+pub async fn digits_cluster(config: gateway::GatewayConfig) -> (Cluster, RestGateway, String) {
+    let c = Cluster::start(Options::default()).await;
+    let key = c.deploy_digits().await;
+    let g = c.start_rest_gateway(config).await;
+    c.wait_routable(&g.grpc, "digits", &["blue", "green"]).await;
+    (c, g, key)
 }
