@@ -48,8 +48,8 @@ pub struct GatewayConfig {
     pub worker_tls_name: Option<String>,
 }
 
-/// Where the gateway serves KServe V2 REST (plaintext HTTP/1.1), besides
-/// gRPC on its main listener.
+/// Where the gateway serves KServe V2 REST (HTTP/1.1; over TLS, with the
+/// same certificate, when gRPC is), besides gRPC on its main listener.
 pub struct HttpListener(pub TcpListener);
 
 impl Default for GatewayConfig {
@@ -80,8 +80,6 @@ pub enum GatewayError {
     Tls(#[from] proto::tls::TlsError),
     #[error("REST server: {0}")]
     Http(#[from] std::io::Error),
-    #[error("REST is served over plaintext only; drop --http-listen or --tls-cert")]
-    HttpWithTls,
 }
 
 pub async fn serve(
@@ -100,11 +98,6 @@ pub async fn serve_with_http(
     http: Option<HttpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    if http.is_some() && config.tls.is_some() {
-        // Serving REST in plaintext beside a TLS gRPC port would expose
-        // the credentials that TLS was asked to protect.
-        return Err(GatewayError::HttpWithTls);
-    }
     // Certificates first: a bad file fails at start, before any wait on Redis.
     let tls = config
         .tls
@@ -176,7 +169,7 @@ pub async fn serve_with_http(
         let _ = stop.send(true);
     };
     let rest = http.map(|HttpListener(l)| {
-        info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway serving KServe V2 REST");
+        info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "gateway serving KServe V2 REST");
         let app = crate::rest::router(
             crate::rest::Rest::new(v2.clone(), jobs_service.clone(), config.max_message),
             authenticator.clone(),
@@ -186,6 +179,7 @@ pub async fn serve_with_http(
         tokio::spawn(crate::rest::serve(
             app,
             l,
+            tls.clone(),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },

@@ -15,8 +15,8 @@ pub struct GatewayArgs {
     /// gRPC address to listen on.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub listen: String,
-    /// Also serve KServe V2 REST (HTTP/1.1, plaintext) on this address
-    /// (Triton's convention is port 8000).
+    /// Also serve KServe V2 REST (HTTP/1.1; over TLS with --tls-cert, as
+    /// gRPC) on this address (Triton's convention is port 8000).
     #[arg(long)]
     pub http_listen: Option<String>,
     /// Redis holding the control plane and the worker registry
@@ -179,20 +179,21 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
         ..Default::default()
     };
     let http = match &args.http_listen {
-        Some(addr) => Some(bind_http(addr).await?),
+        Some(addr) => Some(bind_http(addr, args.tls.files().is_some()).await?),
         None => None,
     };
     gateway::serve_with_http(config, listener, http, shutdown_signal()).await?;
     Ok(())
 }
 
-/// The REST listener, announced on stdout as the gRPC one is.
-pub async fn bind_http(addr: &str) -> Result<gateway::HttpListener> {
+/// The REST listener, announced on stdout.
+pub async fn bind_http(addr: &str, tls: bool) -> Result<gateway::HttpListener> {
     let l = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr} (--http-listen)"))?;
+    let scheme = if tls { "https" } else { "http" };
     println!(
-        "gateway serving KServe V2 REST on http://{}",
+        "gateway serving KServe V2 REST on {scheme}://{}",
         l.local_addr()?
     );
     Ok(gateway::HttpListener(l))

@@ -102,7 +102,7 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
     let gateway_addr = gateway_listener.local_addr()?;
     let http = match args.http_listen.as_str() {
         "off" | "" => None,
-        addr => Some(crate::roles::bind_http(addr).await?),
+        addr => Some(crate::roles::bind_http(addr, false).await?),
     };
     let http_addr = match &http {
         Some(h) => Some(h.0.local_addr()?),

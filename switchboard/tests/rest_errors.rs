@@ -91,6 +91,8 @@ async fn the_error_table_over_http() {
             .error(404)
             .contains("no route")
     );
+    let wrong = send("GET", &url, &[], "").await;
+    assert!(wrong.error(405).contains("GET is not served"), "{wrong:?}");
     admin
         .create_endpoint("lonely", pb::AuthMode::None)
         .await

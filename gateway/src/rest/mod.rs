@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod json;
 pub mod meta;
 pub mod tensors;
+mod tls;
 
 use crate::auth::{Authenticator, Principal};
 use crate::gate::GateLayer;
@@ -80,6 +81,7 @@ pub fn router(rest: Rest, auth: Authenticator, limits: RateLimiter) -> axum::Rou
         r = r.route(&p, post(infer));
     }
     jobs::routes(r)
+        .method_not_allowed_fallback(wrong_method)
         .fallback(unknown_route)
         .with_state(rest)
         .layer(RateLimitLayer(limits))
@@ -87,19 +89,42 @@ pub fn router(rest: Rest, auth: Authenticator, limits: RateLimiter) -> axum::Rou
         .layer(axum::middleware::map_response(errors::refusal_to_rest))
 }
 
-/// Serves `app` until `shutdown`, then drains as the gRPC server does:
-/// stops accepting, finishes what is in flight, within `timeout`.
+/// Serves `app` (over TLS with `tls`) until `shutdown`, then drains as the
+/// gRPC server does: stops accepting, finishes what is in flight, within
+/// `timeout`.
 pub async fn serve(
     app: axum::Router,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     timeout: Duration,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
-    // Without TCP_NODELAY, answers over ~1 KiB wait for delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, &config)?;
+            drain_on(listener, app, shutdown, timeout).await
+        }
+        None => {
+            // Without TCP_NODELAY, answers over ~1 KiB wait for delayed ACKs.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            drain_on(listener, app, shutdown, timeout).await
+        }
+    }
+}
+
+async fn drain_on<L>(
+    listener: L,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+    timeout: Duration,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     proto::drain::serve_draining(
         |goaway| async move {
             axum::serve(listener, app)
@@ -196,6 +221,13 @@ pub(crate) async fn body(
         .await
         .map_err(|_| too_large())?;
     Ok((parts.headers, bytes))
+}
+
+async fn wrong_method(req: Request) -> RestError {
+    RestError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{} is not served on {}", req.method(), req.uri().path()),
+    }
 }
 
 async fn unknown_route(req: Request) -> RestError {

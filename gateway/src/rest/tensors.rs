@@ -44,7 +44,9 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 
 /// JSON `data` of `count` elements of `dtype` in the raw layout.
 pub fn json_to_raw(data: &Value, dtype: &str, count: usize) -> Result<Bytes, String> {
-    let mut flat = Vec::with_capacity(count);
+    // Sized by what was sent, never by the shape: a shape may claim more
+    // elements than memory holds.
+    let mut flat = Vec::new();
     flatten(data, &mut flat);
     if flat.len() != count {
         return Err(format!(
@@ -223,6 +225,10 @@ mod tests {
         let e = json_to_raw(&json!(["x"]), "INT64", 1).unwrap_err();
         assert!(e.contains("element 0"), "{e}");
         assert!(element_count(&[2, -1]).is_err());
+        // A shape far larger than its data is refused without allocating it.
+        let huge = element_count(&[1 << 30, 1 << 30]).unwrap();
+        assert!(json_to_raw(&json!([1.0]), "FP32", huge).is_err());
+        assert!(element_count(&[i64::MAX, 4]).is_err());
         assert_eq!(element_count(&[]).unwrap(), 1);
     }
 
