@@ -7,6 +7,8 @@
 
 pub mod binary;
 pub mod errors;
+#[cfg(test)]
+mod fuzz;
 pub mod jobs;
 pub mod json;
 pub mod meta;
