@@ -115,6 +115,13 @@ def main():
         names = sorted(o["name"] for o in r.get_response()["outputs"])
         expect(names == ["label", "probabilities"], f"outputs {names}")
 
+    @check("http infer with gzip and deflate request bodies (and Accept-Encoding)")
+    def _():
+        for algo in ("gzip", "deflate"):
+            r = client.infer(MODEL, [inp(binary=False)], outputs=outs(False), headers=dict(blue_base),
+                             request_compression_algorithm=algo, response_compression_algorithm=algo)
+            matches_blue(r)
+
     @check("http infer model_version='green' and unpinned")
     def _():
         r = client.infer(MODEL, [inp(x[:1])], headers=dict(auth_base), model_version="green")

@@ -5,7 +5,7 @@
 //! `switchboard job status` prints.
 
 use super::errors::RestError;
-use super::{Rest, body, grpc, json_response};
+use super::{Rest, grpc, json_response};
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::get;
@@ -169,7 +169,7 @@ impl Spec {
 
 async fn submit(State(s): State<Rest>, req: Request) -> Result<Response, RestError> {
     let who = super::principal(&req);
-    let (_, bytes) = body(req, s.max_message).await?;
+    let (_, bytes) = super::body::read(req, s.max_message).await?;
     let spec: Spec = serde_json::from_slice(&bytes)
         .map_err(|e| RestError::bad_request(format!("malformed job spec: {e}")))?;
     let mut msg = tonic::Request::new(pb::SubmitJobRequest {

@@ -6,6 +6,7 @@
 //! deadlines, metrics), then writes that answer as JSON.
 
 pub mod binary;
+mod body;
 pub mod errors;
 #[cfg(test)]
 mod fuzz;
@@ -193,38 +194,6 @@ fn readiness(ready: bool) -> Response {
     json_response(status, &json!({ "ready": ready }))
 }
 
-/// The whole body, refused past the gateway's message limit.
-pub(crate) async fn body(
-    req: Request,
-    limit: usize,
-) -> Result<(http::HeaderMap, bytes::Bytes), RestError> {
-    let (parts, body) = req.into_parts();
-    let too_large = || RestError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        message: format!("request is larger than the gateway's message limit of {limit} bytes"),
-    };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING)
-        && enc.as_bytes() != b"identity"
-    {
-        return Err(RestError::bad_request(format!(
-            "Content-Encoding {} is not supported; send the body uncompressed",
-            String::from_utf8_lossy(enc.as_bytes())
-        )));
-    }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
-    Ok((parts.headers, bytes))
-}
-
 async fn wrong_method(req: Request) -> RestError {
     RestError {
         status: StatusCode::METHOD_NOT_ALLOWED,
@@ -325,7 +294,7 @@ async fn infer(
     req: Request,
 ) -> Result<Response, RestError> {
     let who = principal(&req);
-    let (headers, body) = body(req, s.max_message).await?;
+    let (headers, body) = body::read(req, s.max_message).await?;
     let pin = headers
         .get(PIN_HEADER)
         .and_then(|v| v.to_str().ok())
