@@ -8,6 +8,7 @@ use client::proto::switchboard::v1 as pb;
 use common::rest::{INFER, digits_cluster, get, json_request, post_json, send};
 use common::*;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// Credentials, routing and bad input: 400, 401, 403, 404, 413, 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +155,47 @@ async fn the_error_table_over_http() {
     .await
     .error(413);
     assert!(e.contains("message limit"), "{e}");
+
+    // Tokens: once the endpoint takes tokens, one from GetToken scores over
+    // REST and the key is refused, as over gRPC.
+    let token = connect(&g.grpc, Some(&key))
+        .await
+        .get_token("digits", 60)
+        .await
+        .unwrap()
+        .token;
+    admin
+        .management
+        .clone()
+        .update_endpoint(pb::UpdateEndpointRequest {
+            name: "digits".into(),
+            auth_mode: Some(pb::AuthMode::Token as i32),
+            description: None,
+        })
+        .await
+        .unwrap();
+    let token_url = url.clone();
+    wait_until(
+        "token mode to reach the gateway",
+        Duration::from_secs(10),
+        || {
+            let (url, token) = (token_url.clone(), token.clone());
+            async move {
+                post_json(
+                    &url,
+                    Some(&format!("Bearer {token}")),
+                    &[],
+                    &json_request(false),
+                )
+                .await
+                .status
+                    == 200
+            }
+        },
+    )
+    .await;
+    let e = post(bearer(&key), vec![], req.clone()).await.error(401);
+    assert!(e.contains("takes tokens"), "{e}");
 }
 
 /// Queue full and rate limit (429), a passed deadline (504), a model that
