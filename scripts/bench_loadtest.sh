@@ -40,7 +40,7 @@ venv=$root/.local/compat-venv
 [ -x "$venv/bin/perf_analyzer" ] || COMPAT_SKIP_PERF=1 scripts/compat.sh "$sb" >/dev/null
 cudart=$(dirname "$(ls "$venv"/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 | head -n 1)")
 gp=$(free_port)
-SWITCHBOARD_ADMIN_KEY=bench-admin "$sb" up --listen 127.0.0.1:"$gp" --data-dir "$tmp/data" >"$tmp/up.log" 2>&1 &
+SWITCHBOARD_ADMIN_KEY=bench-admin "$sb" up --listen 127.0.0.1:"$gp" --http-listen off --data-dir "$tmp/data" >"$tmp/up.log" 2>&1 &
 pids+=($!)
 # Two models: the digits MLP, where a request costs the server little, so
 # each tool's own cost per request shows in what it measures; and the conv
@@ -84,7 +84,7 @@ for p in "${pids[@]: -2}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 # load tool alone on core 1, so neither tool's own cost takes CPU from the
 # server: what separate machines would show, as far as one box can.
 gp=$(free_port)
-SWITCHBOARD_ADMIN_KEY=bench-admin taskset -c 0 "$sb" up --listen 127.0.0.1:"$gp" --data-dir "$tmp/data2" >"$tmp/up2.log" 2>&1 &
+SWITCHBOARD_ADMIN_KEY=bench-admin taskset -c 0 "$sb" up --listen 127.0.0.1:"$gp" --http-listen off --data-dir "$tmp/data2" >"$tmp/up2.log" 2>&1 &
 pids+=($!)
 keys "$tmp/up2.log" "$gp" "taskset -c 0"
 compare "Pinned: server on core 0, load tool on core 1" "$gp" "taskset -c 1"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks that unmodified Triton clients work against `switchboard up`:
-#   1. tritonclient[grpc]==2.51.0 (Python): scripts/compat_tritonclient.py
+#   1. tritonclient[grpc]==2.51.0 (Python): scripts/compat_tritonclient.py, and
+#      tritonclient[http] against the KServe V2 REST front door with
+#      binary_data=True and False: scripts/compat_tritonclient_http.py
 #   2. perf_analyzer (the binary inside the tritonclient 2.51.0 wheel) at
-#      concurrency 1 and 16
+#      concurrency 1 and 16, over gRPC and over HTTP (-i http)
 #   3. both over TLS: a second gateway (`switchboard gateway --tls-cert …`) on the
 #      same Redis, with certificates made here by `openssl`; tritonclient with
 #      ssl=True, root_certificates=CA (scripts/compat_tls.py) and perf_analyzer
@@ -11,7 +13,7 @@
 #   scripts/compat.sh [path/to/switchboard]     (default target/release/switchboard)
 #
 # Installs what is missing (idempotent): redis-server and ONNX Runtime through
-# scripts/setup.sh, a venv at .local/compat-venv with tritonclient[grpc], numpy and
+# scripts/setup.sh, a venv at .local/compat-venv with tritonclient[grpc,http], numpy and
 # nvidia-cuda-runtime-cu12 (perf_analyzer links libcudart.so.12; no GPU is used),
 # and the Debian package libb64-0d (perf_analyzer links libb64.so.0d).
 # Starts `switchboard up` on a free 127.0.0.1 port with its own temporary data dir
@@ -45,11 +47,11 @@ if [ ! -x "$py" ]; then
   echo "compat: creating $venv" >&2
   python3 -m venv "$venv"
 fi
-if ! "$py" -c 'import tritonclient.grpc, numpy' >/dev/null 2>&1 || [ ! -x "$pa" ] ||
+if ! "$py" -c 'import tritonclient.grpc, tritonclient.http, numpy' >/dev/null 2>&1 || [ ! -x "$pa" ] ||
    ! ls "$venv"/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 >/dev/null 2>&1; then
-  echo "compat: installing tritonclient[grpc]==2.51.0, numpy, nvidia-cuda-runtime-cu12 into $venv" >&2
+  echo "compat: installing tritonclient[grpc,http]==2.51.0, numpy, nvidia-cuda-runtime-cu12 into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "tritonclient[grpc]==2.51.0" numpy "nvidia-cuda-runtime-cu12==12.9.79"
+    "tritonclient[grpc,http]==2.51.0" numpy "nvidia-cuda-runtime-cu12==12.9.79"
 fi
 [ -x "$pa" ] || { echo "compat: $pa is missing after installing tritonclient 2.51.0" >&2; exit 2; }
 cudart_dir=$(dirname "$(ls "$venv"/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 | head -n 1)")
@@ -83,9 +85,11 @@ trap 'exit 130' INT TERM
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 addr=127.0.0.1:$port
+http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+http_addr=127.0.0.1:$http_port
 export SWITCHBOARD_ADMIN_KEY=compat-admin-key
-echo "compat: starting $bin up --listen $addr (log: $tmp/up.log)" >&2
-"$bin" up --listen "$addr" --data-dir "$tmp/data" --models "$root/models" >"$tmp/up.log" 2>&1 &
+echo "compat: starting $bin up --listen $addr --http-listen $http_addr (log: $tmp/up.log)" >&2
+"$bin" up --listen "$addr" --http-listen "$http_addr" --data-dir "$tmp/data" --models "$root/models" >"$tmp/up.log" 2>&1 &
 server_pid=$!
 
 deadline=$((SECONDS + 60))
@@ -114,13 +118,19 @@ echo "=== tritonclient[grpc] 2.51.0 ==="
 if ! "$py" scripts/compat_tritonclient.py --url "$addr" --key "$key"; then
   failures+=("tritonclient checks")
 fi
+echo
+echo "=== tritonclient[http] 2.51.0 (KServe V2 REST on $http_addr) ==="
+if ! "$py" scripts/compat_tritonclient_http.py --url "$http_addr" --key "$key"; then
+  failures+=("tritonclient.http checks")
+fi
 
 # --- 2. perf_analyzer -----------------------------------------------------------
 pa_addr=$addr   # the TLS checks point it at the TLS gateway
+pa_proto=grpc   # the REST checks set http (and pa_addr to the REST listener)
 pa_once() {  # window_ms, out, extra args...
   local window=$1 out=$2; shift 2
   LD_LIBRARY_PATH="$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout 300 \
-    "$pa" -m digits -u "$pa_addr" -i grpc -H "authorization:Bearer $key" \
+    "$pa" -m digits -u "$pa_addr" -i "$pa_proto" -H "authorization:Bearer $key" \
       --measurement-interval "$window" --max-trials 6 --stability-percentage 25 "$@" \
       >"$out" 2>&1
 }
@@ -128,7 +138,7 @@ run_pa() {  # name, extra args...
   local name=$1; shift
   local out="$tmp/pa_$name.txt" rc=0
   echo
-  echo "=== perf_analyzer $* ==="
+  echo "=== perf_analyzer -i $pa_proto $* ==="
   pa_once "$window_ms" "$out" "$@" || rc=$?
   # Exit 2 is perf_analyzer finding no stable measurement: on a shared
   # 2-core machine a burst of other work can do that to any server. It says
@@ -159,6 +169,11 @@ if [ -z "${COMPAT_SKIP_PERF:-}" ]; then
   run_pa c16 --concurrency-range 16:16 -b 1
   run_pa b8 --concurrency-range 4:4 -b 8
   run_pa stream --concurrency-range 4:4 -b 1 --streaming
+  pa_addr=$http_addr pa_proto=http
+  run_pa http_c1 --concurrency-range 1:1 -b 1
+  run_pa http_c16 --concurrency-range 16:16 -b 1
+  run_pa http_b8 --concurrency-range 4:4 -b 8
+  pa_addr=$addr pa_proto=grpc
 fi
 
 # --- 3. over TLS ------------------------------------------------------------------

@@ -67,7 +67,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 # No systemd here for podman's healthcheck timers: the HEALTHCHECK's command
 # is run by hand below (podman exec … switchboard health).
 podman run -d --name "$name" --network=host --health-cmd=none -e SWITCHBOARD_ADMIN_KEY=image-test-admin "$image" \
-  up --listen "127.0.0.1:$port" --models /models --data-dir /data >/dev/null
+  up --listen "127.0.0.1:$port" --http-listen off --models /models --data-dir /data >/dev/null
 deadline=$((SECONDS + 90))
 key=""
 until [ -n "$key" ]; do

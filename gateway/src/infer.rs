@@ -63,7 +63,7 @@ impl GatewayV2 {
 
     /// Routes one request within its deadline, and records its outcome
     /// (metrics, and a log line when it fails).
-    async fn infer(
+    pub(crate) async fn infer(
         &self,
         p: &Principal,
         pinned: Option<String>,

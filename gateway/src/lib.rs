@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod limits;
 mod manage;
 pub mod oversize;
+pub mod rest;
 pub mod routes;
 pub mod secrets;
 pub mod server;
@@ -17,4 +18,4 @@ pub mod store;
 pub mod telemetry;
 
 pub use infer::{GatewayV2, PIN_HEADER};
-pub use server::{GatewayConfig, GatewayError, serve};
+pub use server::{GatewayConfig, GatewayError, HttpListener, serve, serve_with_http};

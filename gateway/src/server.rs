@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     pub worker_tls_name: Option<String>,
 }
 
+/// Where the gateway serves KServe V2 REST (HTTP/1.1; over TLS, with the
+/// same certificate, when gRPC is), besides gRPC on its main listener.
+pub struct HttpListener(pub TcpListener);
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
@@ -74,11 +78,24 @@ pub enum GatewayError {
     Transport(#[from] tonic::transport::Error),
     #[error("TLS: {0}")]
     Tls(#[from] proto::tls::TlsError),
+    #[error("REST server: {0}")]
+    Http(#[from] std::io::Error),
 }
 
 pub async fn serve(
     config: GatewayConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    serve_with_http(config, listener, None, shutdown).await
+}
+
+/// `serve`, and KServe V2 REST on `http` when given: the same gates,
+/// services and router behind both, drained together on `shutdown`.
+pub async fn serve_with_http(
+    config: GatewayConfig,
+    listener: TcpListener,
+    http: Option<HttpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     // Certificates first: a bad file fails at start, before any wait on Redis.
@@ -123,39 +140,63 @@ pub async fn serve(
     health.set(true).await;
 
     let limits = RateLimiter::new(config.rate_limit, Some(conn.clone()));
-    let v2 = GrpcInferenceServiceServer::new(GatewayV2::new(
+    let v2 = GatewayV2::new(
         store.clone(),
         router.clone(),
         limits.clone(),
         health.clone(),
-    ))
-    .max_decoding_message_size(config.max_message)
-    .max_encoding_message_size(config.max_message);
+    );
+    let v2_server = GrpcInferenceServiceServer::new(v2.clone())
+        .max_decoding_message_size(config.max_message)
+        .max_encoding_message_size(config.max_message);
     let manage = tower::ServiceBuilder::new()
         .layer(admin_gate())
         .service(ManagementServer::new(ManagementService::new(
             store.clone(),
             router.clone(),
         )));
-    let jobs = JobsServer::new(JobsService::new(
+    let jobs_service = Arc::new(JobsService::new(
         store.clone(),
         router.clone(),
         job_queue::JobQueue::new(conn.clone()),
     ));
+    let jobs = JobsServer::from_arc(jobs_service.clone());
+    let authenticator = Authenticator::new(store.clone(), config.admin_key.as_deref());
+    // One shutdown for both front doors.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let rest = http.map(|HttpListener(l)| {
+        info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "gateway serving KServe V2 REST");
+        let app = crate::rest::router(
+            crate::rest::Rest::new(v2.clone(), jobs_service.clone(), config.max_message),
+            authenticator.clone(),
+            limits.clone(),
+        );
+        let mut stopped = stopped.clone();
+        tokio::spawn(crate::rest::serve(
+            app,
+            l,
+            tls.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+            config.drain_timeout,
+        ))
+    });
     let stack = tower::ServiceBuilder::new()
         .layer(proto::trace::TraceLayer)
         .layer(OversizeStatusLayer)
-        .layer(GateLayer(Authenticator::new(
-            store.clone(),
-            config.admin_key.as_deref(),
-        )))
+        .layer(GateLayer(authenticator))
         .layer(RateLimitLayer(limits))
         .into_inner();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "gateway listening");
     let routes = tonic::transport::Server::builder()
         .layer(stack)
         .add_service(health.server())
-        .add_service(v2)
+        .add_service(v2_server)
         .add_service(manage)
         .add_service(jobs);
     // A gateway leaves nothing behind: it says NOT_SERVING (so that a load
@@ -168,10 +209,15 @@ pub async fn serve(
     let result =
         proto::drain::serve_routes(routes, listener, tls, shutdown, leave, config.drain_timeout)
             .await;
+    let rest_result = match rest {
+        Some(task) => task.await.unwrap_or(Ok(())),
+        None => Ok(()),
+    };
     background.abort();
     follow.abort();
     follower.abort();
-    Ok(result?)
+    result?;
+    Ok(rest_result?)
 }
 
 /// Follows the worker registry. Errors are logged and the last good view

@@ -22,6 +22,10 @@ pub struct Cli {
 struct LoadArgs {
     #[arg(long, global = true, default_value = "http://127.0.0.1:8001")]
     url: String,
+    /// grpc, or http: KServe V2 REST (binary tensors; JSON data with
+    /// --typed), at the REST address (`up`: http://127.0.0.1:8000).
+    #[arg(long, global = true, default_value = "grpc", value_parser = parse_protocol)]
+    protocol: crate::config::Protocol,
     #[arg(long, global = true, default_value = "digits")]
     model: String,
     /// Bearer credential.
@@ -237,6 +241,7 @@ impl LoadArgs {
         });
         Ok(LoadConfig {
             url: self.url.clone(),
+            protocol: self.protocol,
             model: self.model.clone(),
             token: self.token.clone(),
             pin: self.deployment.clone(),
@@ -394,6 +399,14 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// Durations as ghz, k6 and oha users write them: `500ms`, `10s`, `2m`,
 /// `1h`, `1m30s` (also `ns`, `us`/`µs`). A bare number is seconds, `0.5`
 /// too, as these flags always took.
+fn parse_protocol(s: &str) -> Result<crate::config::Protocol, String> {
+    match s {
+        "grpc" => Ok(crate::config::Protocol::Grpc),
+        "http" | "rest" => Ok(crate::config::Protocol::Http),
+        other => Err(format!("'{other}' is not grpc or http")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || {
         "expected seconds (10, 0.5) or a number with a unit: 500ms, 10s, 2m, 1h, 1m30s".to_string()

@@ -13,9 +13,30 @@ pub enum Mode {
     Open { rate: f64, poisson: bool },
 }
 
+/// How requests travel: KServe V2 over gRPC, or over REST (binary
+/// tensors when raw, JSON data when typed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+impl Protocol {
+    /// As reports name it: `grpc`, `http-binary` or `http-json`.
+    pub fn name(self, raw: bool) -> &'static str {
+        match (self, raw) {
+            (Protocol::Grpc, _) => "grpc",
+            (Protocol::Http, true) => "http-binary",
+            (Protocol::Http, false) => "http-json",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub url: String,
+    pub protocol: Protocol,
     pub model: String,
     pub token: Option<String>,
     pub pin: Option<String>,
@@ -44,6 +65,7 @@ impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
             url: "http://127.0.0.1:8001".into(),
+            protocol: Protocol::Grpc,
             model: "digits".into(),
             token: None,
             pin: None,

@@ -42,6 +42,8 @@ pub struct Lateness {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: String,
+    /// `grpc`, `http-binary` or `http-json`.
+    pub protocol: String,
     /// "closed" or "open".
     pub mode: String,
     pub concurrency: Option<usize>,
@@ -125,6 +127,7 @@ impl Report {
         .collect();
         Report {
             model: cfg.model.clone(),
+            protocol: cfg.protocol.name(cfg.raw).into(),
             mode: mode.into(),
             concurrency,
             target_rate_per_s: rate,

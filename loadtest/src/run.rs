@@ -187,13 +187,13 @@ async fn closed(
     let mut tasks = Vec::with_capacity(concurrency);
     for i in 0..concurrency.max(1) {
         let (target, rec) = (target.clone(), rec.clone());
-        let mut client = target.clients[i % target.clients.len()].clone();
+        let mut client = target.client(i);
         tasks.push(tokio::spawn(async move {
             while Instant::now() < stop {
                 let started = Instant::now();
                 let sent_here = rec.sent.fetch_add(1, Ordering::Relaxed) as usize;
-                let r = client.model_infer(target.request(sent_here)).await;
-                rec.record(started, r.map(|_| ()).map_err(|s| s.code()));
+                let r = target.infer(client.as_mut(), sent_here).await;
+                rec.record(started, r);
             }
         }));
     }
@@ -257,13 +257,13 @@ async fn open(
     while let Some(batch) = due_rx.recv().await {
         for intended in batch {
             let (target_c, rec_c) = (target.clone(), rec.clone());
-            let mut client = target.clients[i % target.clients.len()].clone();
+            let mut client = target.client(i);
             let n = i;
             i += 1;
             rec.sent.fetch_add(1, Ordering::Relaxed);
             outstanding.spawn(async move {
-                let r = client.model_infer(target_c.request(n)).await;
-                rec_c.record(intended, r.map(|_| ()).map_err(|s| s.code()));
+                let r = target_c.infer(client.as_mut(), n).await;
+                rec_c.record(intended, r);
             });
         }
         // Reap finished sends as we go so the set stays small.

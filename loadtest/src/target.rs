@@ -1,12 +1,14 @@
 //! The server under load: connections, credentials, the request sent, and
 //! the server's own batch statistics.
 
-use crate::config::LoadConfig;
+use crate::config::{LoadConfig, Protocol};
+use crate::rest::{self, Rest};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use proto::channel::H2Channel;
 use proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::inference::model_infer_request::InferInputTensor;
+use proto::inference::model_metadata_response::TensorMetadata;
 use proto::inference::{
     InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest,
 };
@@ -18,9 +20,14 @@ pub type Client = GrpcInferenceServiceClient<H2Channel>;
 
 #[derive(Clone)]
 pub struct Target {
+    /// gRPC connections (none over REST).
     pub clients: Vec<Client>,
+    /// The REST client, with `--protocol http`.
+    rest: Option<Rest>,
     /// Sent in turn; several when rows come from a data file.
     requests: Arc<Vec<ModelInferRequest>>,
+    /// The same requests as REST bodies.
+    bodies: Arc<Vec<rest::Body>>,
     auth: Option<AsciiMetadataValue>,
     pin: Option<AsciiMetadataValue>,
     model: String,
@@ -36,6 +43,9 @@ impl Target {
         let (address, tls) = match url.split_once("://") {
             None => (url, None),
             Some(("http", rest)) => (rest, None),
+            Some(("https", _)) if cfg.protocol == Protocol::Http => {
+                bail!("--protocol http: the gateway serves REST over plaintext only (http://)")
+            }
             Some(("https", rest)) => {
                 let files = proto::tls::ClientTlsFiles {
                     ca: cfg.ca_cert.clone(),
@@ -49,7 +59,16 @@ impl Target {
         };
         let address = address.trim_end_matches('/');
         let mut clients = Vec::new();
-        for _ in 0..connections.max(1) {
+        let rest = match cfg.protocol {
+            Protocol::Http => Some(Rest::new(address, model, token, pin)?),
+            Protocol::Grpc => None,
+        };
+        let grpc_connections = if rest.is_some() {
+            0
+        } else {
+            connections.max(1)
+        };
+        for _ in 0..grpc_connections {
             let ch = match &tls {
                 Some(config) => H2Channel::connect_tls(address, config.clone()).await,
                 None => H2Channel::connect(address).await,
@@ -71,7 +90,9 @@ impl Target {
             .context("deployment is not header text")?;
         let mut t = Target {
             clients,
+            rest,
             requests: Arc::new(Vec::new()),
+            bodies: Arc::new(Vec::new()),
             auth,
             pin,
             model: model.to_string(),
@@ -80,7 +101,52 @@ impl Target {
             Some(rows) => t.requests_from_rows(rows, batch, raw).await?,
             None => vec![t.build_request(batch, raw).await?],
         });
+        if t.rest.is_some() {
+            t.bodies = Arc::new(t.requests.iter().map(rest::body).collect());
+        }
         Ok(t)
+    }
+
+    /// What request number `i` goes out on: a gRPC connection, in turn
+    /// (none over REST, whose pool picks a free connection itself).
+    pub fn client(&self, i: usize) -> Option<Client> {
+        (!self.clients.is_empty()).then(|| self.clients[i % self.clients.len()].clone())
+    }
+
+    /// Sends request number `i` on `client` (gRPC) or over REST; failures
+    /// as gRPC codes on both protocols.
+    pub async fn infer(&self, client: Option<&mut Client>, i: usize) -> Result<(), tonic::Code> {
+        match (&self.rest, client) {
+            (Some(rest), _) => {
+                let bodies = &self.bodies;
+                rest.infer(&bodies[i % bodies.len().max(1)]).await
+            }
+            (None, Some(c)) => c
+                .model_infer(self.request(i))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code()),
+            (None, None) => Err(tonic::Code::Unavailable),
+        }
+    }
+
+    /// The model's inputs, from its metadata over the protocol in use.
+    async fn inputs(&self) -> Result<Vec<TensorMetadata>> {
+        if let Some(rest) = &self.rest {
+            return rest.inputs().await.context("model metadata over REST");
+        }
+        let q = ModelMetadataRequest {
+            name: self.model.clone(),
+            version: String::new(),
+        };
+        let client = self.clients.first().context("no gRPC connection")?;
+        Ok(client
+            .clone()
+            .model_metadata(self.wrap(q))
+            .await
+            .context("ModelMetadata")?
+            .into_inner()
+            .inputs)
     }
 
     /// The i-th request to send, with the credentials.
@@ -152,21 +218,12 @@ impl Target {
     }
 
     async fn build_request(&self, batch: usize, raw: bool) -> Result<ModelInferRequest> {
-        let q = ModelMetadataRequest {
-            name: self.model.clone(),
-            version: String::new(),
-        };
-        let meta = self.clients[0]
-            .clone()
-            .model_metadata(self.wrap(q))
-            .await
-            .context("ModelMetadata")?
-            .into_inner();
+        let inputs = self.inputs().await?;
         let mut req = ModelInferRequest {
             model_name: self.model.clone(),
             ..Default::default()
         };
-        for input in &meta.inputs {
+        for input in &inputs {
             if input.datatype != "FP32" {
                 bail!(
                     "input {} is {}; only FP32 inputs are generated",
@@ -217,11 +274,17 @@ impl Target {
 
     /// Executions so far per batch size, if the server keeps statistics.
     pub async fn batch_counts(&self) -> BTreeMap<u64, u64> {
+        if let Some(rest) = &self.rest {
+            return rest.batch_counts().await;
+        }
+        let Some(client) = self.clients.first() else {
+            return BTreeMap::new();
+        };
         let q = ModelStatisticsRequest {
             name: self.model.clone(),
             version: String::new(),
         };
-        let Ok(resp) = self.clients[0].clone().model_statistics(self.wrap(q)).await else {
+        let Ok(resp) = client.clone().model_statistics(self.wrap(q)).await else {
             return BTreeMap::new();
         };
         let mut out = BTreeMap::new();

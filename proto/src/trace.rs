@@ -1,5 +1,5 @@
 //! The server side of trace propagation, as one tower layer at the top of a
-//! gRPC server's stack: each call gets a server span whose parent is the
+//! server's stack (gRPC, and the gateway's REST routes): each call gets a server span whose parent is the
 //! caller's `traceparent`, and the call runs inside it (so what the service
 //! sends on, and what it logs, carries the same trace).
 
@@ -40,13 +40,13 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let mut incoming = Carrier::from_headers(req.headers());
         let span = if trace_context::sampled(&incoming) {
-            // `otel.name` is the span's name in the trace: the gRPC method.
+            // `otel.name` is the span's name in the trace: the gRPC method
+            // (or the REST path).
             let span = tracing::debug_span!(
                 target: TARGET,
                 "rpc",
                 otel.name = %req.uri().path(),
                 otel.kind = "server",
-                rpc.system = "grpc",
             );
             trace_context::set_parent(&span, &incoming);
             span

@@ -310,37 +310,10 @@ pub fn token(endpoint: &str, r: &pb::GetTokenResponse) -> View {
     }
 }
 
-pub fn job_state(s: i32) -> String {
-    pb::JobState::try_from(s)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("JOB_STATE_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|_| s.to_string())
-}
-
-fn job_json(j: &pb::Job) -> Value {
-    json!({
-        "id": j.id,
-        "state": job_state(j.state),
-        "endpoint": j.spec.as_ref().map(|s| s.endpoint.clone()),
-        "deployment": j.deployment,
-        "rows_total": j.rows_total,
-        "rows_done": j.rows_done,
-        "rows_failed": j.rows_failed,
-        "shards_total": j.shards_total,
-        "shards_done": j.shards_done,
-        "batch_size": j.batch_size,
-        "batch_fit": j.batch_fit,
-        "message": j.message,
-        "manifest": j.manifest,
-        "errors": j.errors,
-        "created_unix_ms": j.created_unix_ms,
-        "started_unix_ms": j.started_unix_ms,
-        "finished_unix_ms": j.finished_unix_ms,
-    })
-}
+use gateway::rest::jobs::job_json;
+/// One JSON per job on both protocols: the gateway's REST answers and
+/// `job status --output json` print the same document.
+pub use gateway::rest::jobs::job_state;
 
 fn job_table<'a>(jobs: impl IntoIterator<Item = &'a pb::Job>) -> Table {
     let header = [

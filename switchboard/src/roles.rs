@@ -15,6 +15,10 @@ pub struct GatewayArgs {
     /// gRPC address to listen on.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub listen: String,
+    /// Also serve KServe V2 REST (HTTP/1.1; over TLS with --tls-cert, as
+    /// gRPC) on this address (Triton's convention is port 8000).
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Redis holding the control plane and the worker registry
     /// (`redis+sentinel://host:port[,host:port]/MASTER` follows a Sentinel failover).
     #[arg(
@@ -174,8 +178,25 @@ pub async fn gateway(args: GatewayArgs, admin_key: Option<String>) -> Result<()>
         worker_tls_name: args.worker_tls.worker_tls_server_name.clone(),
         ..Default::default()
     };
-    gateway::serve(config, listener, shutdown_signal()).await?;
+    let http = match &args.http_listen {
+        Some(addr) => Some(bind_http(addr, args.tls.files().is_some()).await?),
+        None => None,
+    };
+    gateway::serve_with_http(config, listener, http, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The REST listener, announced on stdout.
+pub async fn bind_http(addr: &str, tls: bool) -> Result<gateway::HttpListener> {
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (--http-listen)"))?;
+    let scheme = if tls { "https" } else { "http" };
+    println!(
+        "gateway serving KServe V2 REST on {scheme}://{}",
+        l.local_addr()?
+    );
+    Ok(gateway::HttpListener(l))
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<()> {

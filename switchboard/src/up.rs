@@ -16,6 +16,9 @@ pub struct UpArgs {
     /// Gateway gRPC address.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub listen: String,
+    /// Gateway KServe V2 REST address (`off` serves gRPC alone).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub http_listen: String,
     /// Where the started Redis keeps its data (AOF).
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -97,6 +100,14 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let gateway_addr = gateway_listener.local_addr()?;
+    let http = match args.http_listen.as_str() {
+        "off" | "" => None,
+        addr => Some(crate::roles::bind_http(addr, false).await?),
+    };
+    let http_addr = match &http {
+        Some(h) => Some(h.0.local_addr()?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -122,16 +133,20 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         drain_timeout: args.drain.timeout(),
         ..Default::default()
     };
-    let mut gateway = tokio::spawn(gateway::serve(
+    let mut gateway = tokio::spawn(gateway::serve_with_http(
         gateway_config,
         gateway_listener,
+        http,
         stopped(stop_rx),
     ));
 
     let url = format!("http://{gateway_addr}");
     let key = deploy_demo(&url, &admin_key, &models).await?;
+    let rest = http_addr
+        .map(|a| format!(", REST on http://{a}"))
+        .unwrap_or_default();
     println!(
-        "\nswitchboard is up: gateway on {gateway_addr}, endpoint 'digits' (blue 90 / green 10)"
+        "\nswitchboard is up: gateway on {gateway_addr}{rest}, endpoint 'digits' (blue 90 / green 10)"
     );
     match key {
         Some(k) => println!("endpoint key for 'digits' (shown once; stored hashed):\n  {k}"),

@@ -1,4 +1,4 @@
-//! Traces from client to model: a gateway, a worker and a batcher as
+//! Traces from client to model (gRPC and REST): a gateway, a worker and a batcher as
 //! processes, each exporting over OTLP to a receiver this test runs. A
 //! request sent with a known `traceparent` comes back as spans from the
 //! gateway and the worker in that trace, one parent chain from the
@@ -24,6 +24,7 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";
 const JOB_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const UNSAMPLED: &str = "11111111111111111111111111111111";
+const REST_TRACE: &str = "22222222222222222222222222222222";
 
 fn role(args: &[&str], otlp: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -74,7 +75,8 @@ async fn a_request_and_a_job_are_traced_across_processes() {
     let redis = RedisServer::start(&dir.0.join("redis")).await.unwrap();
     let model = models().join("digits_mlp.onnx").canonicalize().unwrap();
     let spec = format!("digits/blue={}", model.display());
-    let (worker, gateway) = (
+    let (worker, gateway, http) = (
+        format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
@@ -93,7 +95,15 @@ async fn a_request_and_a_job_are_traced_across_processes() {
             &otlp,
         ),
         role(
-            &["gateway", "--listen", &gateway, "--redis", &url_redis],
+            &[
+                "gateway",
+                "--listen",
+                &gateway,
+                "--http-listen",
+                &http,
+                "--redis",
+                &url_redis,
+            ],
             &otlp,
         ),
         role(&["batcher", "--id", "b1", "--redis", &url_redis], &otlp),
@@ -139,6 +149,15 @@ async fn a_request_and_a_job_are_traced_across_processes() {
     v2.model_infer(with_trace(req(), &key, &format!("00-{TRACE}-{CALLER}-01")))
         .await
         .unwrap();
+    // The REST front door takes the same header.
+    let answer = common::rest::post_json(
+        &format!("http://{http}{}", common::rest::INFER),
+        Some(&format!("Bearer {key}")),
+        &[("traceparent", &format!("00-{REST_TRACE}-{CALLER}-01"))],
+        &common::rest::json_request(false),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
 
     let digits = common::batch::Digits::load();
     let input = dir.0.join("rows.csv");
@@ -191,6 +210,25 @@ async fn a_request_and_a_job_are_traced_across_processes() {
     assert_eq!(children(&t, w, "queue wait").len(), 1, "{t:#?}");
     let exec = children(&t, w, "execute");
     assert_eq!(exec.len(), 1, "{t:#?}");
+    // Over REST: the same chain, under the route's span.
+    wait_until("the REST request's spans", Duration::from_secs(20), || {
+        let t = receiver.trace(REST_TRACE);
+        async move {
+            t.iter()
+                .any(|s| s.service == worker_svc && s.name == "execute")
+        }
+    })
+    .await;
+    let r = receiver.trace(REST_TRACE);
+    let g_rest = one(&r, gateway_svc, common::rest::INFER);
+    assert_eq!(g_rest.parent, CALLER);
+    let attempt = children(&r, g_rest, "attempt");
+    assert_eq!(attempt.len(), 1, "{r:#?}");
+    assert_eq!(
+        one(&r, worker_svc, infer).parent,
+        attempt[0].span_id,
+        "{r:#?}"
+    );
     // The batch is a span of its own, linked both ways with the request.
     let all = receiver.spans();
     let batch = all
@@ -238,8 +276,11 @@ async fn a_request_and_a_job_are_traced_across_processes() {
     let stray: Vec<Span> = receiver
         .spans()
         .into_iter()
-        .filter(|s| s.trace_id != TRACE && s.trace_id != JOB_TRACE)
-        .filter(|s| !(s.name == "batch execution" && s.links.iter().all(|l| l.0 == TRACE)))
+        .filter(|s| ![TRACE, JOB_TRACE, REST_TRACE].contains(&s.trace_id.as_str()))
+        .filter(|s| {
+            !(s.name == "batch execution"
+                && s.links.iter().all(|l| l.0 == TRACE || l.0 == REST_TRACE))
+        })
         .collect();
     assert!(stray.is_empty(), "spans of untraced calls: {stray:#?}");
 }

@@ -368,4 +368,5 @@ pub mod netns;
 pub mod otlp;
 pub mod overlay;
 pub mod procs;
+pub mod rest;
 pub mod scrape;
