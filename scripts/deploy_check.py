@@ -387,9 +387,18 @@ def k8s_fleet(kubectl, objs, binary, tmp):
         admin = secrets["switchboard-admin"]["SWITCHBOARD_ADMIN_KEY"]
         gw = f"http://127.0.0.1:{fleet.port('gateway', 8001)}"
         key = score_through(binary, [gw], admin, model, "k8s cpu overlay")
+        rest_ready(fleet, ["gateway"], "k8s cpu overlay")
         autoscaling_check(kubectl, binary, gw, key, tmp)
     finally:
         fleet.stop()
+
+
+def rest_ready(fleet, gateways, what):
+    """Each gateway's REST port (the Service's `http`, 8000) answers KServe V2 readiness."""
+    for n in gateways:
+        url = f"http://127.0.0.1:{fleet.port(n, 8000)}/v2/health/ready"
+        if not fleet.http_ok(url):
+            fail(f"{what}: {n}'s REST port: GET {url} did not answer 200")
 
 
 def issue_secrets(objs, pod_spec, root):
@@ -523,6 +532,7 @@ def compose_check(binary, tmp, schema_file):
         model = fleet.local(flag(roles["worker-1"]["command"], "deployment").split("=", 1)[1], "worker-1")
         admin = env_of("gateway-a", roles["gateway-a"])["SWITCHBOARD_ADMIN_KEY"]
         score_through(binary, gateways, admin, model, "compose")
+        rest_ready(fleet, [n for n, s in roles.items() if s["command"][0] == "gateway"], "compose")
     finally:
         fleet.stop()
 

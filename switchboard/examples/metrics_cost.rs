@@ -94,8 +94,14 @@ fn main() {
     assert!(text.contains("switchboard_requests_total"), "{text}");
     println!("| part | no recorder ns/req | Prometheus recorder ns/req | cost ns/req |");
     println!("|---|---|---|---|");
-    println!("| gateway (record_inference) | {gw_off:.0} | {gw_on:.0} | {:.0} |", gw_on - gw_off);
-    println!("| worker (8 handle ops, batch of 1) | {w_off:.0} | {w_on:.0} | {:.0} |", w_on - w_off);
+    println!(
+        "| gateway (record_inference) | {gw_off:.0} | {gw_on:.0} | {:.0} |",
+        gw_on - gw_off
+    );
+    println!(
+        "| worker (8 handle ops, batch of 1) | {w_off:.0} | {w_on:.0} | {:.0} |",
+        w_on - w_off
+    );
     println!(
         "| both: one request through gateway and worker | {:.0} | {:.0} | {:.0} |",
         gw_off + w_off,

@@ -253,26 +253,9 @@ async fn roles_export_the_catalog_and_dashboards_name_only_it() {
     }
     let url = format!("http://{gateway}");
     let admin = connect(&url, Some(ADMIN)).await;
-    let key = admin
-        .create_endpoint("digits", pb::AuthMode::Key)
-        .await
-        .unwrap()
-        .primary_key;
-    let dep = pb::Deployment {
-        name: "blue".into(),
-        model_uri: model.display().to_string(),
-        ..Default::default()
-    };
-    admin.create_deployment("digits", dep).await.unwrap();
+    let key = create_digits(&admin, &model).await;
     let client = connect(&url, Some(&key)).await;
-    wait_until("a first answer", Duration::from_secs(30), || {
-        let client = client.clone();
-        async move {
-            let req = f32_request("digits", "input", &[vec![1.0; 64]], true).unwrap();
-            client.infer(req).await.is_ok()
-        }
-    })
-    .await;
+    wait_first_answer(&client).await;
     let digits = common::batch::Digits::load();
     let input = dir.0.join("rows.csv");
     digits.write_csv(&input, 200, true);

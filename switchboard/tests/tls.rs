@@ -461,17 +461,7 @@ async fn every_role_runs_on_redis_over_tls_with_a_password() {
     })
     .await;
     let model = models().join("digits_mlp.onnx").canonicalize().unwrap();
-    let key = admin
-        .create_endpoint("digits", pb::AuthMode::Key)
-        .await
-        .unwrap()
-        .primary_key;
-    let dep = pb::Deployment {
-        name: "blue".into(),
-        model_uri: model.display().to_string(),
-        ..Default::default()
-    };
-    admin.create_deployment("digits", dep).await.unwrap();
+    let key = common::create_digits(&admin, &model).await;
     admin.set_traffic("digits", &[("blue", 100)]).await.unwrap();
     let user = Client::connect(&gw, Some(&key)).await.unwrap();
     let digits = Digits::load();

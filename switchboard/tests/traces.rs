@@ -110,26 +110,9 @@ async fn a_request_and_a_job_are_traced_across_processes() {
     ];
     let url = format!("http://{gateway}");
     let admin = connect(&url, Some(ADMIN)).await;
-    let key = admin
-        .create_endpoint("digits", pb::AuthMode::Key)
-        .await
-        .unwrap()
-        .primary_key;
-    let dep = pb::Deployment {
-        name: "blue".into(),
-        model_uri: model.display().to_string(),
-        ..Default::default()
-    };
-    admin.create_deployment("digits", dep).await.unwrap();
+    let key = create_digits(&admin, &model).await;
     let client = connect(&url, Some(&key)).await;
-    wait_until("a first answer", Duration::from_secs(30), || {
-        let client = client.clone();
-        async move {
-            let req = f32_request("digits", "input", &[vec![1.0; 64]], true).unwrap();
-            client.infer(req).await.is_ok()
-        }
-    })
-    .await;
+    wait_first_answer(&client).await;
 
     let channel = tonic::transport::Endpoint::from_shared(url.clone())
         .unwrap()

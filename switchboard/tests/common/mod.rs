@@ -318,6 +318,36 @@ impl Drop for Cluster {
     }
 }
 
+/// Creates the `digits` endpoint (key auth) with the deployment `blue`
+/// serving `model` (a path the roles can read); returns its key.
+pub async fn create_digits(admin: &Client, model: &std::path::Path) -> String {
+    let key = admin
+        .create_endpoint("digits", pb::AuthMode::Key)
+        .await
+        .unwrap()
+        .primary_key;
+    let dep = pb::Deployment {
+        name: "blue".into(),
+        model_uri: model.display().to_string(),
+        ..Default::default()
+    };
+    admin.create_deployment("digits", dep).await.unwrap();
+    key
+}
+
+/// Waits until `client` gets an answer from `digits` (the gateway has
+/// found a worker).
+pub async fn wait_first_answer(client: &Client) {
+    wait_until("a first answer", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let req = client::f32_request("digits", "input", &[vec![1.0; 64]], true).unwrap();
+            client.infer(req).await.is_ok()
+        }
+    })
+    .await;
+}
+
 pub async fn connect(url: &str, key: Option<&str>) -> Client {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
