@@ -172,13 +172,10 @@ async fn handle(ctx: &Arc<Ctx>, e: Entry) {
     let submitted = &job.trace;
     let submitted =
         trace_context::Carrier::from_fields(&submitted.traceparent, &submitted.tracestate);
-    let span = if trace_context::sampled(&submitted) {
-        let span = tracing::debug_span!(target: trace_context::TARGET, "step", otel.name = step, job = %e.job, shard);
-        trace_context::set_parent(&span, &submitted);
-        span
-    } else {
-        tracing::Span::none()
-    };
+    let span = trace_context::entry_span(
+        &submitted,
+        || tracing::debug_span!(target: trace_context::TARGET, "step", otel.name = step, job = %e.job, shard),
+    );
     let work = async {
         match &e.work {
             Work::Plan => steps::plan(ctx, &e, &job).await,

@@ -39,26 +39,22 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let mut incoming = Carrier::from_headers(req.headers());
-        let span = if trace_context::sampled(&incoming) {
-            // `otel.name` is the span's name in the trace: the gRPC method
-            // (or the REST path).
-            let span = tracing::debug_span!(
+        // `otel.name` is the span's name in the trace: the gRPC method (or
+        // the REST path).
+        let span = trace_context::entry_span(&incoming, || {
+            tracing::debug_span!(
                 target: TARGET,
                 "rpc",
                 otel.name = %req.uri().path(),
                 otel.kind = "server",
-            );
-            trace_context::set_parent(&span, &incoming);
-            span
-        } else {
-            // Not traced: no span here or below. A trace that starts here
-            // unsampled says so downstream, so no later hop samples a
-            // fragment of it.
-            if incoming.is_empty() && trace_context::exporting() {
-                incoming = trace_context::unsampled_root();
-            }
-            tracing::Span::none()
-        };
+            )
+        });
+        // Not traced: no span here or below. A trace that starts here
+        // unsampled says so downstream, so no later hop samples a fragment
+        // of it.
+        if span.is_none() && incoming.is_empty() && trace_context::exporting() {
+            incoming = trace_context::unsampled_root();
+        }
         // Layers below check synchronously in `call` (authentication):
         // inside the span too.
         let fut = span.in_scope(|| self.inner.call(req));

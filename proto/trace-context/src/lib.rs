@@ -190,6 +190,18 @@ pub fn scope<F: Future>(incoming: Carrier, f: F) -> TaskLocalFuture<Carrier, F> 
     INCOMING.scope(incoming, f)
 }
 
+/// The span of work that enters this process with `incoming` (a call, a
+/// job step): `make`'s span, the child of `incoming`'s context, when the
+/// work is sampled ([`sampled`]); else no span.
+pub fn entry_span(incoming: &Carrier, make: impl FnOnce() -> Span) -> Span {
+    if !sampled(incoming) {
+        return Span::none();
+    }
+    let span = make();
+    set_parent(&span, incoming);
+    span
+}
+
 /// Makes the remote context in `c` the parent of `span` (nothing when the
 /// span is off or `c` holds no valid `traceparent`).
 pub fn set_parent(span: &Span, c: &Carrier) {
