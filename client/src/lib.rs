@@ -196,6 +196,20 @@ impl Client {
         Ok(self.inference.clone().model_infer(req).await?.into_inner())
     }
 
+    /// As [`Client::infer`], with a deadline sent as `grpc-timeout`: the
+    /// gateway and the worker give up when it passes, and a worker whose
+    /// queue would make the answer late refuses at once
+    /// (RESOURCE_EXHAUSTED, worth retrying later or elsewhere).
+    pub async fn infer_within(
+        &self,
+        req: ModelInferRequest,
+        timeout: std::time::Duration,
+    ) -> Result<ModelInferResponse, ClientError> {
+        let mut r = tonic::Request::new(req);
+        r.set_timeout(timeout);
+        Ok(self.inference.clone().model_infer(r).await?.into_inner())
+    }
+
     /// Scores FP32 rows on a model with one input, as raw contents.
     pub async fn infer_rows(
         &self,

@@ -79,6 +79,10 @@ struct LoadArgs {
     /// batch go in the report beside its own latencies.
     #[arg(long, global = true, value_delimiter = ',')]
     server_metrics: Vec<String>,
+    /// Each request's deadline in ms (grpc-timeout over gRPC), counted
+    /// from its intended send time; the report adds goodput (OK within it).
+    #[arg(long, global = true)]
+    deadline_ms: Option<f64>,
     /// No progress line.
     #[arg(long, global = true)]
     quiet: bool,
@@ -256,6 +260,11 @@ impl LoadArgs {
             progress: !self.quiet,
             rows,
             ca_cert: self.ca_cert.clone(),
+            deadline: match self.deadline_ms {
+                None => None,
+                Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d / 1e3)),
+                Some(_) => bail!("--deadline-ms must be a positive number"),
+            },
             ..LoadConfig::default()
         })
     }

@@ -59,6 +59,9 @@ pub struct LoadConfig {
     /// CA (PEM) an `https://` target's certificate chains to; the system's
     /// roots without it.
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Each request's deadline, from its (intended) send time: sent as
+    /// `grpc-timeout` over gRPC, kept by the client's own timer over REST.
+    pub deadline: Option<Duration>,
 }
 
 impl Default for LoadConfig {
@@ -81,6 +84,7 @@ impl Default for LoadConfig {
             drain: Duration::from_secs(30),
             rows: None,
             ca_cert: None,
+            deadline: None,
         }
     }
 }

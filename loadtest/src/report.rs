@@ -55,7 +55,14 @@ pub struct Report {
     pub requests: u64,
     pub errors: u64,
     pub errors_by_code: BTreeMap<String, u64>,
+    /// How long failures took to come back, by status (a refusal's worth
+    /// is in how fast it comes).
+    pub error_latency_us: BTreeMap<String, Latency>,
     pub throughput_per_s: f64,
+    /// With `--deadline-ms`: the deadline, and answers that came back OK
+    /// within it, per second (from the intended send time in open loop).
+    pub deadline_ms: Option<f64>,
+    pub goodput_per_s: Option<f64>,
     /// Open loop: sends scheduled in the window, per second. With Poisson
     /// gaps it varies around the target rate by chance.
     pub offered_per_s: Option<f64>,
@@ -137,7 +144,13 @@ impl Report {
             requests,
             errors,
             errors_by_code,
+            error_latency_us: BTreeMap::new(),
             throughput_per_s: requests as f64 / secs,
+            deadline_ms: cfg.deadline.map(|d| d.as_secs_f64() * 1e3),
+            goodput_per_s: cfg.deadline.map(|d| {
+                let within = d.as_micros().min(u64::MAX as u128) as u64;
+                hist.count_between(0, within) as f64 / secs
+            }),
             offered_per_s: rate.map(|_| late.len() as f64 / secs),
             rows_per_s: (requests * cfg.batch as u64) as f64 / secs,
             latency_us: Latency::of(hist),
@@ -222,8 +235,21 @@ impl Report {
                 late.over_1ms, late.p99_us, late.max_us
             );
         }
+        if let (Some(d), Some(g)) = (self.deadline_ms, self.goodput_per_s) {
+            s += &format!("\nDeadline {d:.0} ms: goodput (OK within it) {g:.1}/s.\n");
+        }
         if !self.errors_by_code.is_empty() {
-            s += &format!("\nErrors by status: {:?}\n", self.errors_by_code);
+            s += "\n| status | answers | p50 | p99 | max |\n|---|---|---|---|---|\n";
+            for (code, n) in &self.errors_by_code {
+                let l = self.error_latency_us.get(code);
+                let at = |f: fn(&Latency) -> u64| l.map_or("-".into(), |l| format!("{} µs", f(l)));
+                s += &format!(
+                    "| {code} | {n} | {} | {} | {} |\n",
+                    at(|l| l.p50),
+                    at(|l| l.p99),
+                    at(|l| l.max)
+                );
+            }
         }
         if let Some(m) = self.server_mean_batch {
             s += &format!(

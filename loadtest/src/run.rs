@@ -18,6 +18,8 @@ struct Recorder {
     window: (Instant, Instant),
     hist: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// How long each failure took to come back, by status.
+    error_hists: Mutex<BTreeMap<String, Histogram<u64>>>,
     done: AtomicU64,
     sent: AtomicU64,
     late: Mutex<Histogram<u64>>,
@@ -33,16 +35,20 @@ impl Recorder {
         if !self.in_window(started) {
             return;
         }
+        let us = started.elapsed().as_micros().max(1) as u64;
         match result {
             Ok(()) => {
-                let us = started.elapsed().as_micros().max(1) as u64;
                 if let Ok(mut h) = self.hist.lock() {
                     let _ = h.record(us);
                 }
             }
             Err(code) => {
+                let code = format!("{code:?}");
+                if let Ok(mut h) = self.error_hists.lock() {
+                    let _ = h.entry(code.clone()).or_insert_with(histogram).record(us);
+                }
                 if let Ok(mut e) = self.errors.lock() {
-                    *e.entry(format!("{code:?}")).or_default() += 1;
+                    *e.entry(code).or_default() += 1;
                 }
             }
         }
@@ -92,6 +98,7 @@ pub async fn run_with(
         window,
         hist: Mutex::new(histogram()),
         errors: Mutex::new(BTreeMap::new()),
+        error_hists: Mutex::new(BTreeMap::new()),
         done: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         late: Mutex::new(histogram()),
@@ -107,9 +114,12 @@ pub async fn run_with(
     let scraper = tokio::spawn(scrape_window(cfg.server_metrics.clone(), window));
     let stop = window.1;
     match cfg.mode {
-        Mode::Closed { concurrency } => closed(target, &rec, begin, stop, concurrency).await,
+        Mode::Closed { concurrency } => {
+            closed(target, &rec, begin, stop, concurrency, cfg.deadline).await
+        }
         Mode::Open { rate, poisson } => {
-            open(target, &rec, begin, stop, rate, poisson, cfg.drain).await
+            let pace = (rate, poisson);
+            open(target, &rec, begin, stop, pace, cfg.drain, cfg.deadline).await
         }
     }
     if let Some(p) = progress {
@@ -134,6 +144,12 @@ pub async fn run_with(
         batches,
     );
     report.server_metrics = server_metrics;
+    if let Ok(h) = rec.error_hists.lock() {
+        report.error_latency_us = h
+            .iter()
+            .map(|(code, h)| (code.clone(), crate::report::Latency::of(h)))
+            .collect();
+    }
     Ok(report)
 }
 
@@ -182,6 +198,7 @@ async fn closed(
     begin: Instant,
     stop: Instant,
     concurrency: usize,
+    deadline: Option<Duration>,
 ) {
     tokio::time::sleep_until(begin.into()).await;
     let mut tasks = Vec::with_capacity(concurrency);
@@ -192,7 +209,8 @@ async fn closed(
             while Instant::now() < stop {
                 let started = Instant::now();
                 let sent_here = rec.sent.fetch_add(1, Ordering::Relaxed) as usize;
-                let r = target.infer(client.as_mut(), sent_here).await;
+                let d = deadline.map(|d| started + d);
+                let r = target.infer(client.as_mut(), sent_here, d).await;
                 rec.record(started, r);
             }
         }));
@@ -214,9 +232,9 @@ async fn open(
     rec: &Arc<Recorder>,
     begin: Instant,
     stop: Instant,
-    rate: f64,
-    poisson: bool,
+    (rate, poisson): (f64, bool),
     drain: Duration,
+    deadline: Option<Duration>,
 ) {
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Instant>>();
     let pacer = {
@@ -262,7 +280,8 @@ async fn open(
             i += 1;
             rec.sent.fetch_add(1, Ordering::Relaxed);
             outstanding.spawn(async move {
-                let r = target_c.infer(client.as_mut(), n).await;
+                let d = deadline.map(|d| intended + d);
+                let r = target_c.infer(client.as_mut(), n, d).await;
                 rec_c.record(intended, r);
             });
         }

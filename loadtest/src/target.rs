@@ -14,6 +14,7 @@ use proto::inference::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tonic::metadata::AsciiMetadataValue;
 
 pub type Client = GrpcInferenceServiceClient<H2Channel>;
@@ -114,19 +115,43 @@ impl Target {
     }
 
     /// Sends request number `i` on `client` (gRPC) or over REST; failures
-    /// as gRPC codes on both protocols.
-    pub async fn infer(&self, client: Option<&mut Client>, i: usize) -> Result<(), tonic::Code> {
-        match (&self.rest, client) {
-            (Some(rest), _) => {
-                let bodies = &self.bodies;
-                rest.infer(&bodies[i % bodies.len().max(1)]).await
+    /// as gRPC codes on both protocols. With a `deadline`, the time left
+    /// goes out as `grpc-timeout`, and the client gives up when it passes
+    /// (DEADLINE_EXCEEDED, as a gRPC client does, over REST too).
+    pub async fn infer(
+        &self,
+        client: Option<&mut Client>,
+        i: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), tonic::Code> {
+        let left = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(tonic::Code::DeadlineExceeded),
+            },
+        };
+        let call = async {
+            match (&self.rest, client) {
+                (Some(rest), _) => {
+                    let bodies = &self.bodies;
+                    rest.infer(&bodies[i % bodies.len().max(1)]).await
+                }
+                (None, Some(c)) => {
+                    let mut r = self.request(i);
+                    if let Some(left) = left {
+                        r.set_timeout(left);
+                    }
+                    c.model_infer(r).await.map(|_| ()).map_err(|s| s.code())
+                }
+                (None, None) => Err(tonic::Code::Unavailable),
             }
-            (None, Some(c)) => c
-                .model_infer(self.request(i))
+        };
+        match deadline {
+            None => call.await,
+            Some(d) => tokio::time::timeout_at(d.into(), call)
                 .await
-                .map(|_| ())
-                .map_err(|s| s.code()),
-            (None, None) => Err(tonic::Code::Unavailable),
+                .unwrap_or(Err(tonic::Code::DeadlineExceeded)),
         }
     }
 

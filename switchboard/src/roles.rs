@@ -104,6 +104,11 @@ pub struct SchedulerArgs {
     /// Requests waiting at most, past which RESOURCE_EXHAUSTED (0 = unbounded).
     #[arg(long, default_value_t = 1024)]
     pub max_queue_size: usize,
+    /// Refuse at arrival (RESOURCE_EXHAUSTED, retryable) a request whose
+    /// deadline (grpc-timeout or `timeout`) the predicted queue wait would
+    /// miss, instead of queueing it until it expires.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub deadline_admission: bool,
 }
 
 impl SchedulerArgs {
@@ -114,6 +119,7 @@ impl SchedulerArgs {
             preferred_batch_sizes: self.preferred_batch_sizes.clone(),
             max_queue_size: self.max_queue_size,
             instances: self.instances,
+            deadline_admission: self.deadline_admission,
             ..SchedulerConfig::default()
         }
     }

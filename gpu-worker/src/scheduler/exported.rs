@@ -11,6 +11,8 @@ pub(crate) struct ModelMetrics {
     pub failed: Counter,
     pub queue_full: Counter,
     pub deadline: Counter,
+    /// Refused at arrival: the predicted wait would miss the deadline.
+    pub late: Counter,
     /// Rows scored (Triton's nv_inference_count) and model runs
     /// (nv_inference_exec_count): their ratio is the mean batch.
     pub inferences: Counter,
@@ -43,6 +45,7 @@ impl ModelMetrics {
             failed: requests("error"),
             queue_full: rejected("queue_full"),
             deadline: rejected("deadline"),
+            late: rejected("predicted_late"),
             inferences: counter!("switchboard_inferences_total", &labels),
             executions: counter!("switchboard_executions_total", &labels),
             batch_size: histogram!("switchboard_batch_size", &labels),

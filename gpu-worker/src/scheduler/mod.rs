@@ -9,6 +9,7 @@
 mod batch;
 mod exported;
 pub use exported::sample_memory;
+mod service;
 mod stats;
 mod traced;
 
@@ -42,6 +43,9 @@ pub struct SchedulerConfig {
     /// Priority levels (1 is served first); a request's 0 means the default.
     pub priority_levels: u32,
     pub default_priority: u32,
+    /// Refuse at arrival (RESOURCE_EXHAUSTED) a request whose deadline the
+    /// predicted queue wait would miss, rather than queue it to expire.
+    pub deadline_admission: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -54,6 +58,7 @@ impl Default for SchedulerConfig {
             instances: 1,
             priority_levels: 2,
             default_priority: 2,
+            deadline_admission: true,
         }
     }
 }
@@ -101,6 +106,9 @@ struct Shared {
     config: SchedulerConfig,
     tx: mpsc::UnboundedSender<Msg>,
     queued: AtomicUsize,
+    /// Rows of the queued requests: the work a new arrival waits behind.
+    queued_rows: AtomicUsize,
+    service: service::ServiceTimes,
     /// Requests handed to an instance so far.
     dispatched: AtomicUsize,
     stats: Mutex<ModelStats>,
@@ -130,8 +138,11 @@ impl Scheduler {
         config.priority_levels = config.priority_levels.max(1);
         config.default_priority = config.default_priority.clamp(1, config.priority_levels);
         let (tx, rx) = mpsc::unbounded_channel();
+        let service = service::ServiceTimes::new(config.max_batch_size, config.instances);
         let shared = Arc::new(Shared {
             name: name.into(),
+            queued_rows: AtomicUsize::new(0),
+            service,
             signature,
             config,
             tx,
@@ -223,6 +234,14 @@ impl Scheduler {
         } else {
             1
         };
+        if let Some(why) = self.cannot_make(req.deadline, rows, start) {
+            s.queued.fetch_sub(1, Ordering::AcqRel);
+            if let Some(m) = s.metrics.get() {
+                m.late.increment(1);
+            }
+            return Err(self.refuse(EngineError::ResourceExhausted(why), start));
+        }
+        s.queued_rows.fetch_add(rows, Ordering::AcqRel);
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             inputs,
@@ -235,6 +254,7 @@ impl Scheduler {
         };
         if s.tx.send(Msg::Enqueue(pending, level)).is_err() {
             s.queued.fetch_sub(1, Ordering::AcqRel);
+            s.queued_rows.fetch_sub(rows, Ordering::AcqRel);
             return Err(EngineError::Unavailable(format!(
                 "model '{}' is shutting down",
                 s.name
@@ -261,6 +281,34 @@ impl Scheduler {
             }
         }
         result
+    }
+
+    /// Why a request of `rows` with `deadline` would be answered too late
+    /// if queued now, or `None` to queue it. Its answer must come before
+    /// the time the callers' own timers fire (`proto::within_deadline`
+    /// gives up at 90 % of the time left), with a margin for the error of
+    /// the prediction: hence 80 %.
+    fn cannot_make(&self, deadline: Option<Instant>, rows: usize, now: Instant) -> Option<String> {
+        let s = &self.shared;
+        let left = deadline?.saturating_duration_since(now);
+        if !s.config.deadline_admission {
+            return None;
+        }
+        let ahead = s.queued_rows.load(Ordering::Acquire);
+        let wait = s
+            .service
+            .predict(rows, ahead, s.config.max_batch_size, now)?;
+        if wait.total <= left.mul_f64(0.8) {
+            return None;
+        }
+        Some(format!(
+            "model '{}' cannot answer within the deadline: {:.1} ms left, about {:.1} ms predicted ({} rows queued ahead, ~{:.0} rows/s); retry later or on another replica",
+            s.name,
+            left.as_secs_f64() * 1e3,
+            wait.total.as_secs_f64() * 1e3,
+            wait.rows_ahead,
+            wait.rows_per_s
+        ))
     }
 
     fn refuse(&self, e: EngineError, start: Instant) -> EngineError {
@@ -337,6 +385,7 @@ fn run_batch(
     let _span = debug_span!("batch", model = %shared.name, instance, id, size = total, requests = batch.len()).entered();
     let _traced = traced::trace_batch(shared, &mut batch, instance, id, total);
     let t0 = Instant::now();
+    shared.service.started(instance, total, t0);
     let views: Vec<&[Tensor]> = batch.iter().map(|p| p.inputs.as_slice()).collect();
     let inputs = concat(&views);
     let t1 = Instant::now();
@@ -344,6 +393,12 @@ fn run_batch(
     let t2 = Instant::now();
     let outputs = result.and_then(|o| split(o, &rows));
     let t3 = Instant::now();
+    if outputs.is_ok() {
+        shared.service.finished(instance, total, t3 - t0);
+    } else {
+        // A failed run's time says nothing of the model's speed.
+        shared.service.idle(instance);
+    }
     let record = BatchRecord {
         rows: total,
         requests: batch.len() as u64,
@@ -455,6 +510,7 @@ fn drop_dead(shared: &Shared, queues: &mut [VecDeque<Pending>], now: Instant) {
                 return true;
             }
             shared.queued.fetch_sub(1, Ordering::AcqRel);
+            shared.queued_rows.fetch_sub(p.rows, Ordering::AcqRel);
             if expired {
                 if let Some(m) = shared.metrics.get() {
                     m.deadline.increment(1);
@@ -530,6 +586,8 @@ fn dispatch(
         }
         batch.reverse();
         shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        let rows: usize = batch.iter().map(|p| p.rows).sum();
+        shared.queued_rows.fetch_sub(rows, Ordering::AcqRel);
         shared.dispatched.fetch_add(batch.len(), Ordering::AcqRel);
         if let Err(e) = instances[instance].send((batch, Instant::now())) {
             // The instance thread is gone; its requests are answered by
