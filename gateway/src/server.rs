@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     pub worker_tls: Option<proto::tls::ClientTlsFiles>,
     /// The name workers' certificates hold, when not their advertised host.
     pub worker_tls_name: Option<String>,
+    /// A worker in this process (`up`), called without gRPC.
+    pub local_worker: Option<proto::local::LocalWorker>,
 }
 
 /// Where the gateway serves KServe V2 REST (HTTP/1.1; over TLS, with the
@@ -64,6 +66,7 @@ impl Default for GatewayConfig {
             tls: None,
             worker_tls: None,
             worker_tls_name: None,
+            local_worker: None,
         }
     }
 }
@@ -117,6 +120,7 @@ pub async fn serve_with_http(
         max_message: config.max_message,
         worker_tls,
         worker_tls_name: config.worker_tls_name.clone(),
+        local_worker: config.local_worker.clone(),
     }));
     let follower = Follower::start(&config.redis_url, store.clone(), router.clone()).await?;
     let follower = tokio::spawn(follower.run());

@@ -12,6 +12,7 @@ pub mod inference {
 pub mod channel;
 pub mod drain;
 pub mod health;
+pub mod local;
 pub mod stats;
 pub mod stream;
 pub mod tls;

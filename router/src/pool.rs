@@ -16,6 +16,8 @@ pub struct Replica {
     pub address: String,
     pub tls: bool,
     client: GrpcInferenceServiceClient<H2Channel>,
+    /// Set when this replica is the worker in this process.
+    local: Option<proto::local::LocalWorker>,
     outstanding: AtomicUsize,
     failures: AtomicU32,
     ejected: AtomicBool,
@@ -41,10 +43,22 @@ impl Replica {
             address,
             tls: tls.is_some(),
             client,
+            local: None,
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected: AtomicBool::new(false),
         })
+    }
+
+    /// This replica reached in process (`up`'s own worker).
+    pub fn in_process(mut self, worker: proto::local::LocalWorker) -> Self {
+        self.local = Some(worker);
+        self
+    }
+
+    /// The worker's service, when it is in this process and loaded.
+    pub fn local(&self) -> Option<&std::sync::Arc<proto::local::Service>> {
+        self.local.as_ref().and_then(|l| l.service())
     }
 
     pub fn client(&self) -> GrpcInferenceServiceClient<H2Channel> {

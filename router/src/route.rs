@@ -23,6 +23,8 @@ pub struct RouterConfig {
     /// The name every worker's certificate must hold, instead of the host
     /// it advertises (a pod IP no certificate names).
     pub worker_tls_name: Option<String>,
+    /// The worker in this process, called directly rather than over gRPC.
+    pub local_worker: Option<proto::local::LocalWorker>,
 }
 
 impl Default for RouterConfig {
@@ -31,6 +33,7 @@ impl Default for RouterConfig {
             max_message: 64 << 20,
             worker_tls: None,
             worker_tls_name: None,
+            local_worker: None,
         }
     }
 }
@@ -166,7 +169,10 @@ impl Router {
                         tls,
                         self.config.worker_tls_name.as_deref(),
                     ) {
-                        Ok(r) => Arc::new(r),
+                        Ok(r) => Arc::new(match &self.config.local_worker {
+                            Some(l) if !w.tls && l.address == w.address => r.in_process(l.clone()),
+                            _ => r,
+                        }),
                         Err(e) => {
                             warn!(worker = %w.id, address = %w.address, error = %e, "bad worker address");
                             continue;
@@ -344,11 +350,13 @@ impl Router {
                 r.set_timeout(left);
             }
             let _in_flight = replica.start();
-            let answer = replica
-                .client()
-                .model_infer(r)
-                .instrument(span.clone())
-                .await;
+            let answer = match replica.local() {
+                Some(worker) => worker.model_infer(r).instrument(span.clone()).await,
+                None => {
+                    let mut client = replica.client();
+                    client.model_infer(r).instrument(span.clone()).await
+                }
+            };
             if answer.is_err() {
                 span.record("otel.status_code", "ERROR");
             }

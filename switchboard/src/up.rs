@@ -34,6 +34,11 @@ pub struct UpArgs {
     /// Requests per second per credential (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,
+    /// The gateway calls its own worker in process, without gRPC (remote
+    /// workers joining the same Redis are still called over gRPC); `false`
+    /// sends it over loopback gRPC like any other worker.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub in_process_hop: bool,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
     #[command(flatten)]
@@ -96,6 +101,15 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         ..Default::default()
     };
     let worker_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let local = args
+        .in_process_hop
+        .then(|| worker_listener.local_addr())
+        .transpose()?
+        .map(|a| client::proto::local::LocalWorker::new(a.to_string()));
+    let worker_config = WorkerConfig {
+        local: local.clone(),
+        ..worker_config
+    };
     let gateway_listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -131,6 +145,7 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         max_message: args.max_message,
         rate_limit: args.rate_limit,
         drain_timeout: args.drain.timeout(),
+        local_worker: local,
         ..Default::default()
     };
     let mut gateway = tokio::spawn(gateway::serve_with_http(

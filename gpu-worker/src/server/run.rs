@@ -62,6 +62,8 @@ pub struct WorkerConfig {
     /// Serve TLS; with a client CA, only clients holding a certificate it
     /// signed (gateways, batchers) are let in.
     pub tls: Option<proto::tls::ServerTlsFiles>,
+    /// Handed this worker's service, for a gateway in the same process.
+    pub local: Option<proto::local::LocalWorker>,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +79,7 @@ impl Default for WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(1),
             tls: None,
+            local: None,
         }
     }
 }
@@ -165,6 +168,13 @@ pub async fn serve(
         Some(a) => a.clone(),
         None => listener.local_addr()?.to_string(),
     };
+    let health = Health::new(&[health::INFERENCE]).await;
+    let worker = WorkerService::new(deployments.clone(), health.clone());
+    // Before registering: a gateway in this process that learns of this
+    // worker finds its service already there.
+    if let Some(local) = &config.local {
+        local.set(Arc::new(worker.clone()));
+    }
     let registration = match &config.redis_url {
         Some(url) => {
             let conn = redis_conn::connect(url).await?;
@@ -189,9 +199,8 @@ pub async fn serve(
         None => None,
     };
     // Loaded, warmed and registered: from here on the worker is SERVING.
-    let health = Health::new(&[health::INFERENCE]).await;
     health.set(true).await;
-    let service = GrpcInferenceServiceServer::new(WorkerService::new(deployments, health.clone()))
+    let service = GrpcInferenceServiceServer::new(worker)
         .max_decoding_message_size(config.max_message)
         .max_encoding_message_size(config.max_message);
     info!(%address, tls = tls.is_some(), "worker listening");
