@@ -40,18 +40,19 @@ fn request(f: &Fixture, rows: usize, deadline: Option<Instant>) -> Request {
     }
 }
 
-/// Queues `FLOOD` one-row requests and waits until at least 100 rows
-/// (12 full batches) are waiting.
+/// Queues `FLOOD` full-batch requests and waits until at least 13 (104
+/// rows, 13 batches) are waiting. Full batches, so the queue outgrows what
+/// the instance drains even on a loaded machine.
 async fn flood(f: &Fixture, s: &Scheduler) -> Vec<tokio::task::JoinHandle<()>> {
     let tasks: Vec<_> = (0..FLOOD)
         .map(|_| {
-            let (s, r) = (s.clone(), request(f, 1, None));
+            let (s, r) = (s.clone(), request(f, BATCH, None));
             tokio::spawn(async move { s.infer(r).await.map(|_| ()).unwrap() })
         })
         .collect();
     let until = Instant::now() + Duration::from_secs(10);
-    while s.queue_depth() < 100 {
-        assert!(Instant::now() < until, "the flood never queued 100 rows");
+    while s.queue_depth() < 13 {
+        assert!(Instant::now() < until, "the flood never queued 13 batches");
         tokio::task::yield_now().await;
     }
     tasks
@@ -61,7 +62,7 @@ async fn flood(f: &Fixture, s: &Scheduler) -> Vec<tokio::task::JoinHandle<()>> {
 async fn a_deadline_the_queue_would_miss_is_refused_at_arrival() {
     let (f, s, per_batch) = warm(true).await;
     let flooded = flood(&f, &s).await;
-    // ≥ 100 rows ahead is ≥ 12 batches: 5 batches' time cannot be enough.
+    // ≥ 13 batches ahead: 5 batches' time cannot be enough.
     let started = Instant::now();
     let tight = request(&f, 1, Some(started + per_batch * 5));
     match s.infer(tight).await {
@@ -82,7 +83,7 @@ async fn a_deadline_the_queue_would_miss_is_refused_at_arrival() {
     let ran = s.stats().inference_count;
     assert_eq!(
         ran,
-        WARMUPS * BATCH as u64 + FLOOD as u64 + 1,
+        (WARMUPS + FLOOD as u64) * BATCH as u64 + 1,
         "the refused request ran"
     );
 }
