@@ -122,6 +122,16 @@ pub const CATALOG: &[(Kind, &str, &str)] = &[
     ),
     (
         Gauge,
+        "switchboard_batch_delay_seconds",
+        "How long the oldest request may wait for a fuller batch now (--max-queue-delay-us, or what auto chose)",
+    ),
+    (
+        Gauge,
+        "switchboard_batch_target_rows",
+        "Rows at which a batch goes at once (auto's choice; the largest batch otherwise)",
+    ),
+    (
+        Gauge,
         "switchboard_queue_capacity",
         "A worker queue's bound (--max-queue-size); absent when unbounded",
     ),

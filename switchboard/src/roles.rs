@@ -2,7 +2,7 @@
 //! `switchboard worker`. `up` runs the same pieces in one process.
 
 use crate::tls_flags::{ServeTlsArgs, WorkerTlsArgs};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use engine::OrtOptions;
 use gpu_worker::scheduler::SchedulerConfig;
@@ -95,9 +95,15 @@ pub struct SchedulerArgs {
     pub intra_threads: usize,
     #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,
-    /// How long the oldest request may wait for a fuller batch (µs).
-    #[arg(long, default_value_t = 0)]
-    pub max_queue_delay_us: u64,
+    /// How long the oldest request may wait for a fuller batch (µs), or
+    /// `auto`: chosen, with the batch size worth waiting for, from the
+    /// model's measured speed and the load, to keep within --slo-p99-ms.
+    #[arg(long, default_value = "0")]
+    pub max_queue_delay_us: QueueDelay,
+    /// With `--max-queue-delay-us auto`: the p99 of the worker's own
+    /// latency (queue + compute, ms) that adaptive batching keeps within.
+    #[arg(long)]
+    pub slo_p99_ms: Option<f64>,
     /// Batch sizes to dispatch at once (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub preferred_batch_sizes: Vec<usize>,
@@ -111,17 +117,51 @@ pub struct SchedulerArgs {
     pub deadline_admission: bool,
 }
 
+/// `--max-queue-delay-us`: microseconds, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueDelay {
+    Fixed(u64),
+    Auto,
+}
+
+impl std::str::FromStr for QueueDelay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(QueueDelay::Auto),
+            us => us
+                .parse()
+                .map(QueueDelay::Fixed)
+                .map_err(|_| format!("'{us}': expected microseconds or auto")),
+        }
+    }
+}
+
 impl SchedulerArgs {
-    pub fn scheduler(&self) -> SchedulerConfig {
-        SchedulerConfig {
+    pub fn scheduler(&self) -> Result<SchedulerConfig> {
+        let (delay, slo_p99) = match (self.max_queue_delay_us, self.slo_p99_ms) {
+            (QueueDelay::Fixed(us), None) => (Duration::from_micros(us), None),
+            (QueueDelay::Auto, Some(ms)) if ms.is_finite() && ms > 0.0 => {
+                (Duration::ZERO, Some(Duration::from_secs_f64(ms / 1e3)))
+            }
+            (QueueDelay::Auto, Some(ms)) => bail!("--slo-p99-ms {ms}: expected a positive number"),
+            (QueueDelay::Auto, None) => {
+                bail!("--max-queue-delay-us auto needs --slo-p99-ms (the p99 to keep within)")
+            }
+            (QueueDelay::Fixed(_), Some(_)) => {
+                bail!("--slo-p99-ms goes with --max-queue-delay-us auto")
+            }
+        };
+        Ok(SchedulerConfig {
             max_batch_size: self.max_batch_size,
-            max_queue_delay: Duration::from_micros(self.max_queue_delay_us),
+            max_queue_delay: delay,
+            slo_p99,
             preferred_batch_sizes: self.preferred_batch_sizes.clone(),
             max_queue_size: self.max_queue_size,
             instances: self.instances,
             deadline_admission: self.deadline_admission,
             ..SchedulerConfig::default()
-        }
+        })
     }
 
     pub fn ort(&self) -> OrtOptions {
@@ -213,7 +253,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     println!("worker listening on {}", listener.local_addr()?);
     let config = WorkerConfig {
         deployments: args.deployments,
-        scheduler: args.scheduler.scheduler(),
+        scheduler: args.scheduler.scheduler()?,
         ort: args.scheduler.ort(),
         redis_url: args.redis,
         advertise: args.advertise,
@@ -363,5 +403,46 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SchedulerArgs;
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        s: SchedulerArgs,
+    }
+
+    fn scheduler(args: &[&str]) -> anyhow::Result<gpu_worker::scheduler::SchedulerConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))?;
+        cli.s.scheduler()
+    }
+
+    #[test]
+    fn queue_delay_is_microseconds_or_auto_with_an_slo() {
+        let c = scheduler(&["--max-queue-delay-us", "250"]).unwrap();
+        assert_eq!(
+            (c.max_queue_delay, c.slo_p99),
+            (Duration::from_micros(250), None)
+        );
+        let c = scheduler(&["--max-queue-delay-us", "auto", "--slo-p99-ms", "7.5"]).unwrap();
+        assert_eq!(c.slo_p99, Some(Duration::from_micros(7500)));
+        let e = scheduler(&["--max-queue-delay-us", "auto"]).unwrap_err();
+        assert!(e.to_string().contains("needs --slo-p99-ms"), "{e}");
+        let e = scheduler(&["--slo-p99-ms", "5"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("goes with --max-queue-delay-us auto"),
+            "{e}"
+        );
+        let e = scheduler(&["--max-queue-delay-us", "auto", "--slo-p99-ms", "0"]).unwrap_err();
+        assert!(e.to_string().contains("positive"), "{e}");
+        let e = scheduler(&["--max-queue-delay-us", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("microseconds or auto"), "{e}");
     }
 }

@@ -92,7 +92,7 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
             spec("blue", "digits_mlp.onnx"),
             spec("green", "digits_logreg.onnx"),
         ],
-        scheduler: args.scheduler.scheduler(),
+        scheduler: args.scheduler.scheduler()?,
         ort: args.scheduler.ort(),
         redis_url: Some(redis_url.clone()),
         drain_timeout: args.drain.timeout(),

@@ -21,6 +21,9 @@ pub(crate) struct ModelMetrics {
     pub queue: Histogram,
     pub compute: Histogram,
     pub depth: Gauge,
+    /// Adaptive batching's current delay and the batch size it waits for.
+    pub delay: Gauge,
+    pub target: Gauge,
     /// Microseconds each instance spent running batches: its rate / 1e6 is
     /// the instance's busy fraction. (A counter holds integers, so not
     /// seconds.)
@@ -52,6 +55,8 @@ impl ModelMetrics {
             queue: histogram!("switchboard_queue_duration_seconds", &labels),
             compute: histogram!("switchboard_compute_duration_seconds", &labels),
             depth: gauge!("switchboard_queue_depth", &labels),
+            delay: gauge!("switchboard_batch_delay_seconds", &labels),
+            target: gauge!("switchboard_batch_target_rows", &labels),
             busy: (0..instances)
                 .map(|i| {
                     counter!("switchboard_instance_busy_microseconds_total", "endpoint" => e.clone(), "deployment" => d.clone(), "instance" => i.to_string())

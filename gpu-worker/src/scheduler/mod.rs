@@ -6,6 +6,7 @@
 //! and tells the actor when it is free again. A batch is formed only when an
 //! instance is free, so under load batches grow by themselves.
 
+mod adaptive;
 mod batch;
 mod exported;
 pub use exported::sample_memory;
@@ -13,12 +14,13 @@ mod service;
 mod stats;
 mod traced;
 
+pub use adaptive::Plan;
 pub use batch::{compatible, concat, split, validate};
 pub use stats::{BatchRecord, BatchStats, Duration64, ModelStats};
 
 use engine::{Backend, BackendFactory, EngineError, ModelSignature, Tensor};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -46,6 +48,11 @@ pub struct SchedulerConfig {
     /// Refuse at arrival (RESOURCE_EXHAUSTED) a request whose deadline the
     /// predicted queue wait would miss, rather than queue it to expire.
     pub deadline_admission: bool,
+    /// SLO-adaptive batching: with a p99 target for queue + compute, the
+    /// delay and the batch size waited for are chosen from the measured
+    /// execution-time curve and arrival rate (`adaptive`), and
+    /// `max_queue_delay` and `preferred_batch_sizes` are not used.
+    pub slo_p99: Option<Duration>,
 }
 
 impl Default for SchedulerConfig {
@@ -59,6 +66,7 @@ impl Default for SchedulerConfig {
             priority_levels: 2,
             default_priority: 2,
             deadline_admission: true,
+            slo_p99: None,
         }
     }
 }
@@ -109,6 +117,12 @@ struct Shared {
     /// Rows of the queued requests: the work a new arrival waits behind.
     queued_rows: AtomicUsize,
     service: service::ServiceTimes,
+    /// Adaptive batching: requests answered, and those over the SLO, since
+    /// the controller last looked; and the plan it chose, for `batching`.
+    answered: AtomicUsize,
+    late: AtomicUsize,
+    plan_delay_us: AtomicU64,
+    plan_batch: AtomicUsize,
     /// Requests handed to an instance so far.
     dispatched: AtomicUsize,
     stats: Mutex<ModelStats>,
@@ -143,6 +157,10 @@ impl Scheduler {
             name: name.into(),
             queued_rows: AtomicUsize::new(0),
             service,
+            answered: AtomicUsize::new(0),
+            late: AtomicUsize::new(0),
+            plan_delay_us: AtomicU64::new(0),
+            plan_batch: AtomicUsize::new(1),
             signature,
             config,
             tx,
@@ -186,9 +204,29 @@ impl Scheduler {
             *s = ModelStats::default();
         }
         let s = &self.shared;
-        s.metrics.get_or_init(|| {
+        let m = s.metrics.get_or_init(|| {
             exported::ModelMetrics::new(&s.name, s.config.instances, s.config.max_queue_size)
         });
+        // From here on the actor sets them whenever its plan changes.
+        let plan = self.batching();
+        m.delay.set(plan.delay.as_secs_f64());
+        m.target.set(plan.batch as f64);
+    }
+
+    /// How batches are dispatched now: the configured delay, or under
+    /// adaptive batching what the controller last chose.
+    pub fn batching(&self) -> Plan {
+        let s = &self.shared;
+        if s.config.slo_p99.is_none() {
+            return Plan {
+                delay: s.config.max_queue_delay,
+                batch: s.config.max_batch_size.max(1),
+            };
+        }
+        Plan {
+            delay: Duration::from_micros(s.plan_delay_us.load(Ordering::Relaxed)),
+            batch: s.plan_batch.load(Ordering::Relaxed),
+        }
     }
 
     /// Requests waiting now.
@@ -422,6 +460,11 @@ fn run_batch(
             m.inferences.increment(total as u64);
         }
     }
+    if let Some(slo) = shared.config.slo_p99 {
+        let late = batch.iter().filter(|p| t3 - p.enqueued > slo).count();
+        shared.answered.fetch_add(batch.len(), Ordering::Relaxed);
+        shared.late.fetch_add(late, Ordering::Relaxed);
+    }
     before_answers();
     match outputs {
         Ok(parts) => {
@@ -459,6 +502,13 @@ async fn run_actor(
     let mut queues: Vec<VecDeque<Pending>> = (0..levels).map(|_| VecDeque::new()).collect();
     let mut free: Vec<usize> = (0..instances.len()).rev().collect();
     let mut wake: Option<Instant> = None;
+    let mut ctl = shared
+        .config
+        .slo_p99
+        .map(|slo| adaptive::Controller::new(slo, Instant::now()));
+    if let Some(c) = &ctl {
+        publish(&shared, c.plan);
+    }
     loop {
         // `None` from the timer arm means "the batch delay ran out".
         let msg = match wake {
@@ -472,12 +522,15 @@ async fn run_actor(
             },
         };
         if let Some(m) = msg {
-            apply(m, &mut queues, &mut free);
+            apply(m, &mut queues, &mut free, instances.len(), ctl.as_mut());
         }
         // Take whatever else has arrived before deciding, so a burst of
         // requests lands in one batch rather than the first alone.
         while let Ok(m) = rx.try_recv() {
-            apply(m, &mut queues, &mut free);
+            apply(m, &mut queues, &mut free, instances.len(), ctl.as_mut());
+        }
+        if let Some(c) = ctl.as_mut() {
+            replan(&shared, c);
         }
         // While every instance is busy, dispatch does not run; a full queue
         // would then keep refusing callers because of requests already dead.
@@ -485,7 +538,7 @@ async fn run_actor(
         if limit > 0 && free.is_empty() && shared.queued.load(Ordering::Acquire) >= limit {
             drop_dead(&shared, &mut queues, Instant::now());
         }
-        wake = dispatch(&shared, &mut queues, &mut free, &instances);
+        wake = dispatch(&shared, &mut queues, &mut free, &instances, ctl.as_mut());
         if let Some(m) = shared.metrics.get() {
             m.depth.set(shared.queued.load(Ordering::Relaxed) as f64);
         }
@@ -493,10 +546,52 @@ async fn run_actor(
     debug!(model = %shared.name, "scheduler stopped");
 }
 
-fn apply(msg: Msg, queues: &mut [VecDeque<Pending>], free: &mut Vec<usize>) {
+fn apply(
+    msg: Msg,
+    queues: &mut [VecDeque<Pending>],
+    free: &mut Vec<usize>,
+    instances: usize,
+    ctl: Option<&mut adaptive::Controller>,
+) {
     match msg {
-        Msg::Enqueue(p, level) => queues[level].push_back(p),
+        Msg::Enqueue(p, level) => {
+            if let Some(c) = ctl {
+                let others = free.len() < instances || queues.iter().any(|q| !q.is_empty());
+                c.arrived(p.rows, others);
+            }
+            queues[level].push_back(p)
+        }
         Msg::InstanceFree(id) => free.push(id),
+    }
+}
+
+/// Once a window, lets the controller choose again from what the
+/// instances measured and saw, and says so when the plan changes.
+fn replan(shared: &Shared, c: &mut adaptive::Controller) {
+    let now = Instant::now();
+    if !c.due(now) {
+        return;
+    }
+    let outcomes = adaptive::Outcomes {
+        answered: shared.answered.swap(0, Ordering::Relaxed),
+        late: shared.late.swap(0, Ordering::Relaxed),
+    };
+    let exec = |rows| shared.service.estimate(rows);
+    let (max, instances) = (shared.config.max_batch_size, shared.config.instances);
+    if let Some(plan) = c.replan(now, outcomes, exec, max, instances) {
+        debug!(model = %shared.name, delay_us = plan.delay.as_micros() as u64, batch = plan.batch, slo_ms = c.slo().as_secs_f64() * 1e3, "batching plan changed");
+        publish(shared, plan);
+    }
+}
+
+fn publish(shared: &Shared, plan: Plan) {
+    shared
+        .plan_delay_us
+        .store(plan.delay.as_micros() as u64, Ordering::Relaxed);
+    shared.plan_batch.store(plan.batch, Ordering::Relaxed);
+    if let Some(m) = shared.metrics.get() {
+        m.delay.set(plan.delay.as_secs_f64());
+        m.target.set(plan.batch as f64);
     }
 }
 
@@ -531,8 +626,15 @@ fn dispatch(
     queues: &mut [VecDeque<Pending>],
     free: &mut Vec<usize>,
     instances: &[BatchTx],
+    mut ctl: Option<&mut adaptive::Controller>,
 ) -> Option<Instant> {
     let cfg = &shared.config;
+    // Fixed: the configured delay and preferred sizes. Adaptive: the
+    // controller's delay, and its batch size goes at once.
+    let (delay, target) = match ctl.as_deref() {
+        Some(c) => (c.plan.delay, c.plan.batch),
+        None => (cfg.max_queue_delay, usize::MAX),
+    };
     loop {
         if free.is_empty() || queues.iter().all(VecDeque::is_empty) {
             return None;
@@ -570,10 +672,17 @@ fn dispatch(
             }
         }
         let head = head?;
-        let due = head.enqueued + cfg.max_queue_delay;
-        let ready = closed || now >= due || cfg.preferred_batch_sizes.contains(&rows);
-        if !ready {
+        let due = head.enqueued + delay;
+        let filled = closed
+            || rows >= target
+            || (ctl.is_none() && cfg.preferred_batch_sizes.contains(&rows));
+        if !filled && now < due {
             return Some(due);
+        }
+        if let Some(c) = ctl.as_deref_mut()
+            && !delay.is_zero()
+        {
+            c.dispatched(!filled);
         }
         // The instance first: requests leave the queue only when one takes them.
         let instance = free.pop()?;

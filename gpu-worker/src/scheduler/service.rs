@@ -87,6 +87,11 @@ impl ServiceTimes {
         slot.store(new.max(1), Ordering::Relaxed);
     }
 
+    /// Expected execution of a batch of `rows` (`estimate_ns`).
+    pub fn estimate(&self, rows: usize) -> Option<Duration> {
+        self.estimate_ns(rows).map(Duration::from_nanos)
+    }
+
     /// Expected execution of a batch of `rows`, from its bucket, else from
     /// the nearest smaller bucket seen, per row (an over-estimate for a
     /// larger batch, whose per-row cost is lower), else the nearest larger.
