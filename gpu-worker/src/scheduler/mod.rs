@@ -239,14 +239,28 @@ impl Scheduler {
         self.shared.dispatched.load(Ordering::Acquire)
     }
 
-    /// Validates, queues and awaits one request. Invalid input, a full queue
-    /// and an already-passed deadline are answered at once.
+    /// Validates, queues and awaits one request. Invalid input, a passed
+    /// deadline or one the queue would make it miss, and a full queue are
+    /// answered at once.
     pub async fn infer(&self, req: Request) -> Result<Response, EngineError> {
         let s = &self.shared;
         let start = Instant::now();
         let inputs = validate(&s.signature, s.config.max_batch_size, req.inputs)?;
         if req.deadline.is_some_and(|d| d <= start) {
             return Err(self.refuse(EngineError::DeadlineExceeded, start));
+        }
+        let rows = if s.config.max_batch_size > 0 {
+            inputs[0].rows()
+        } else {
+            1
+        };
+        // Before a queue slot is taken: a refusal here touches no counter
+        // that other arrivals read.
+        if let Some(why) = self.cannot_make(req.deadline, rows, start) {
+            if let Some(m) = s.metrics.get() {
+                m.late.increment(1);
+            }
+            return Err(self.refuse(EngineError::ResourceExhausted(why), start));
         }
         let limit = s.config.max_queue_size;
         if limit > 0 && s.queued.fetch_add(1, Ordering::AcqRel) >= limit {
@@ -267,18 +281,6 @@ impl Scheduler {
             p => p.min(s.config.priority_levels),
         } as usize
             - 1;
-        let rows = if s.config.max_batch_size > 0 {
-            inputs[0].rows()
-        } else {
-            1
-        };
-        if let Some(why) = self.cannot_make(req.deadline, rows, start) {
-            s.queued.fetch_sub(1, Ordering::AcqRel);
-            if let Some(m) = s.metrics.get() {
-                m.late.increment(1);
-            }
-            return Err(self.refuse(EngineError::ResourceExhausted(why), start));
-        }
         s.queued_rows.fetch_add(rows, Ordering::AcqRel);
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
