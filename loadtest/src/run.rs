@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 struct Recorder {
     window: (Instant, Instant),
     hist: Mutex<Histogram<u64>>,
-    errors: Mutex<BTreeMap<String, u64>>,
-    /// How long each failure took to come back, by status.
+    /// How long each failure took to come back, by status (its length is
+    /// the count).
     error_hists: Mutex<BTreeMap<String, Histogram<u64>>>,
     done: AtomicU64,
     sent: AtomicU64,
@@ -45,10 +45,7 @@ impl Recorder {
             Err(code) => {
                 let code = format!("{code:?}");
                 if let Ok(mut h) = self.error_hists.lock() {
-                    let _ = h.entry(code.clone()).or_insert_with(histogram).record(us);
-                }
-                if let Ok(mut e) = self.errors.lock() {
-                    *e.entry(code).or_default() += 1;
+                    h.entry(code).or_insert_with(histogram).saturating_record(us);
                 }
             }
         }
@@ -97,7 +94,6 @@ pub async fn run_with(
     let rec = Arc::new(Recorder {
         window,
         hist: Mutex::new(histogram()),
-        errors: Mutex::new(BTreeMap::new()),
         error_hists: Mutex::new(BTreeMap::new()),
         done: AtomicU64::new(0),
         sent: AtomicU64::new(0),
@@ -134,7 +130,10 @@ pub async fn run_with(
             .lock()
             .map(|h| h.clone())
             .unwrap_or_else(|_| histogram()),
-        rec.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        rec.error_hists
+            .lock()
+            .map(|h| h.iter().map(|(c, h)| (c.clone(), h.len())).collect())
+            .unwrap_or_default(),
         &rec.late
             .lock()
             .map(|h| h.clone())
@@ -303,7 +302,11 @@ async fn progress_line(rec: Arc<Recorder>, note: Option<Note>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let done = rec.done.load(Ordering::Relaxed);
         let sent = rec.sent.load(Ordering::Relaxed);
-        let errors: u64 = rec.errors.lock().map(|e| e.values().sum()).unwrap_or(0);
+        let errors: u64 = rec
+            .error_hists
+            .lock()
+            .map(|h| h.values().map(Histogram::len).sum())
+            .unwrap_or(0);
         let phase = if Instant::now() < rec.window.0 {
             "warm-up"
         } else if Instant::now() < rec.window.1 {
