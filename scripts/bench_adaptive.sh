@@ -15,16 +15,7 @@ cd "$root"
 secs=${1:-10}
 runs=${2:-2}
 slo=${3:-10}
-scripts/setup.sh >/dev/null
-cargo build --release --locked -q -p switchboard -p loadtest
-bin=$root/target/release/switchboard
-lt=$root/target/release/sb-loadtest
-out=$root/target/bench
-mkdir -p "$out"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$root/scripts/bench_common.sh"
 export RUST_LOG=error
 
 # worker DELAY [SLO_MS]: a stand-alone conv-net worker; sets url, worker.

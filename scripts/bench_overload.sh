@@ -18,17 +18,7 @@ secs=${1:-20}
 runs=${2:-2}
 deadline=${3:-50}
 factor=${4:-3}
-scripts/setup.sh >/dev/null
-cargo build --release --locked -q -p switchboard -p loadtest
-bin=$root/target/release/switchboard
-lt=$root/target/release/sb-loadtest
-out=$root/target/bench
-mkdir -p "$out"
-tmp=$(mktemp -d /tmp/sbover.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$root/scripts/bench_common.sh"
 export RUST_LOG=error SWITCHBOARD_ADMIN_KEY=bench-admin
 unset SWITCHBOARD_CA_CERT SWITCHBOARD_KEY SWITCHBOARD_URL SWITCHBOARD_OTLP_ENDPOINT
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }

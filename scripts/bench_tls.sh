@@ -13,16 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 secs=${1:-10}
 runs=${2:-2}
-scripts/setup.sh >/dev/null
-cargo build --release --locked -q -p switchboard -p loadtest
-bin=$root/target/release/switchboard
-lt=$root/target/release/sb-loadtest
-out=$root/target/bench
-mkdir -p "$out"
-tmp=$(mktemp -d /tmp/sbtls.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
+. "$root/scripts/bench_common.sh"
 
 # --- certificates -------------------------------------------------------------
 ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
