@@ -45,7 +45,9 @@ impl Recorder {
             Err(code) => {
                 let code = format!("{code:?}");
                 if let Ok(mut h) = self.error_hists.lock() {
-                    h.entry(code).or_insert_with(histogram).saturating_record(us);
+                    h.entry(code)
+                        .or_insert_with(histogram)
+                        .saturating_record(us);
                 }
             }
         }
