@@ -20,20 +20,9 @@ cd "$root"
 secs=${1:-10}
 runs=${2:-2}
 conc=${3:-16}
-scripts/setup.sh >/dev/null
-cargo build --release --locked -q -p switchboard -p loadtest
+. "$root/scripts/bench_common.sh"
 cargo build --release --locked -q -p switchboard --example otlp_sink
-bin=$root/target/release/switchboard
-lt=$root/target/release/sb-loadtest
 sink=$root/target/release/examples/otlp_sink
-out=$root/target/bench
-mkdir -p "$out"
-tmp=$(mktemp -d /tmp/sbobs.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export RUST_LOG=warn SWITCHBOARD_ADMIN_KEY=bench-admin
 unset SWITCHBOARD_CA_CERT SWITCHBOARD_KEY SWITCHBOARD_URL SWITCHBOARD_OTLP_ENDPOINT
 sp=$(free_port)

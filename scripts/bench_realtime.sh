@@ -12,20 +12,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 secs=${1:-10}
-scripts/setup.sh
-cargo build --release --locked -q -p switchboard -p loadtest
+. "$root/scripts/bench_common.sh"
 cargo build --release --locked -q -p engine --example raw_ort
-bin=$root/target/release/switchboard
-lt=$root/target/release/sb-loadtest
 raw=$root/target/release/examples/raw_ort
-out=$root/target/bench
-mkdir -p "$out"
-tmp=$(mktemp -d /tmp/sbbench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 rp=$(free_port); wp=$(free_port); gp=$(free_port)
 redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null &
 pids+=($!)
