@@ -67,11 +67,11 @@ impl RedisServer {
             ),
             Err(e) => return Err(e).context("starting redis-sentinel"),
         };
-        let server = RedisServer {
+        let mut server = RedisServer {
             child: Some(child),
             port,
         };
-        server.wait_ready(Duration::from_secs(10)).await?;
+        server.wait_ready(Duration::from_secs(10), dir).await?;
         Ok(server)
     }
 
@@ -108,11 +108,11 @@ impl RedisServer {
             ),
             Err(e) => return Err(e).context("starting redis-server"),
         };
-        let server = RedisServer {
+        let mut server = RedisServer {
             child: Some(child),
             port,
         };
-        server.wait_ready(Duration::from_secs(10)).await?;
+        server.wait_ready(Duration::from_secs(10), dir).await?;
         Ok(server)
     }
 
@@ -120,10 +120,19 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    async fn wait_ready(&self, within: Duration) -> Result<()> {
+    async fn wait_ready(&mut self, within: Duration, dir: &Path) -> Result<()> {
         let until = Instant::now() + within;
         let client = redis::Client::open(self.url())?;
         loop {
+            // A server that exited (a port taken, a bad flag) will never
+            // answer: say why from its log rather than wait out the time.
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                bail!(
+                    "redis on port {} exited ({status}): {}",
+                    self.port,
+                    log_tail(dir)
+                );
+            }
             if let Ok(mut c) = client.get_multiplexed_async_connection().await {
                 let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
                 if pong.is_ok() {
@@ -155,9 +164,55 @@ impl RedisServer {
     }
 }
 
-/// A port nothing listens on right now.
+/// The last lines of a server's log in `dir` (`redis.log`, or
+/// `sentinel.log`), for an error message.
+fn log_tail(dir: &Path) -> String {
+    ["redis.log", "sentinel.log"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .map(|log| {
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join(" | ")
+        })
+        .unwrap_or_else(|| "no log".into())
+}
+
+/// A port nothing listens on right now, below the kernel's ephemeral range
+/// where one exists. A client that keeps reconnecting to a port in that
+/// range while no server is there (a batcher before its Redis, clients
+/// across a Redis restart) can be handed that very port as its own source
+/// port and connect to itself (TCP simultaneous open); the server then
+/// cannot bind it. Ports outside the range are never handed out that way.
 pub fn free_port() -> Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let low = ephemeral_low().unwrap_or(0);
+    if low > 10_000 {
+        // Spread the start by process and time so parallel test binaries
+        // rarely probe the same ports; bind proves each one free.
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        let span = u32::from(low) - 10_000;
+        for _ in 0..64 {
+            let step = NEXT.fetch_add(7919, std::sync::atomic::Ordering::Relaxed);
+            let port = 10_000 + (seed.wrapping_add(step) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

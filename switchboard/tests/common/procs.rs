@@ -24,12 +24,10 @@ pub async fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
         .expect("wait")
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now (outside the ephemeral range: see
+/// `redis_server::free_port`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    switchboard::redis_server::free_port().expect("free port")
 }
 
 /// `switchboard ARGS…` with logs at warn, output discarded.
