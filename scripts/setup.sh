@@ -3,7 +3,16 @@
 # packages; Sentinel for the failover tests) and the ONNX
 # Runtime shared library, taken from the `onnxruntime` wheel into the
 # project-local folder .local/onnxruntime (no system-wide Python packages).
+# `--torch` also installs what the `torch` feature (TorchScript through tch)
+# links against into .local/libtorch.
 set -euo pipefail
+torch=""
+for arg in "$@"; do
+  case "$arg" in
+    --torch) torch=1 ;;
+    *) echo "setup: unknown option $arg (known: --torch)" >&2; exit 2 ;;
+  esac
+done
 root=$(cd "$(dirname "$0")/.." && pwd)
 ORT_VERSION=1.31.1   # the ABI the `ort` crate (2.0.0-rc.15, api-22) loads
 
@@ -37,3 +46,54 @@ if ! ls "$ort_dir"/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then
 fi
 lib=$(ls "$ort_dir"/onnxruntime/capi/libonnxruntime.so* | sort | tail -n 1)
 echo "setup: ONNX Runtime at $lib" >&2
+
+# libtorch for the `torch` feature, from the `torch` wheel that matches tch
+# 0.26 (2.13). Only what the CPU path needs is unpacked: torch-sys links
+# `-ltorch` and adds `-ltorch_cuda` when it finds libtorch_cuda.so, so the
+# folder holds libtorch_cpu.so, libc10.so and libgomp, an empty libtorch.so
+# linker script, and the two CUDA runtime libraries libtorch_cpu.so names
+# as needed even on a machine without CUDA (from the small nvidia wheels
+# torch pins). .cargo/config.toml points LIBTORCH/LIBTORCH_LIB here, and
+# the crates' build scripts give the binaries an rpath to lib/.
+TORCH_VERSION=2.13.0
+torch_dir="$root/.local/libtorch"
+if [ -n "$torch" ] && [ ! -f "$torch_dir/lib/libtorch_cpu.so" ]; then
+  echo "setup: installing libtorch $TORCH_VERSION (CPU libraries) into $torch_dir" >&2
+  wheels=$(mktemp -d)
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" \
+    "torch==$TORCH_VERSION" "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cupti==13.0.85"
+  rm -rf "$torch_dir.partial"
+  python3 - "$wheels" "$torch_dir.partial" "$TORCH_VERSION" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheels, out, version = sys.argv[1:]
+lib = os.path.join(out, "lib")
+os.makedirs(lib)
+def unpack(pattern, wanted):
+    [wheel] = glob.glob(os.path.join(wheels, pattern))
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if name.endswith("/"):
+                continue
+            if name.startswith("torch/include/"):
+                dest = os.path.join(out, name[len("torch/"):])
+            elif os.path.basename(name) in wanted and "/lib/" in name:
+                dest = os.path.join(lib, os.path.basename(name))
+            else:
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with z.open(name) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+unpack(f"torch-{version}-*.whl", {"libtorch_cpu.so", "libc10.so", "libgomp.so.1"})
+unpack("nvidia_cuda_runtime-*.whl", {"libcudart.so.13"})
+unpack("nvidia_cuda_cupti-*.whl", {"libcupti.so.13"})
+with open(os.path.join(lib, "libtorch.so"), "w") as f:
+    f.write("/* empty: the CPU build links libtorch_cpu.so directly */\n")
+with open(os.path.join(out, "build-version"), "w") as f:
+    f.write(version + "\n")
+PY
+  mv "$torch_dir.partial" "$torch_dir"
+  rm -rf "$wheels"
+fi
+if [ -n "$torch" ]; then
+  echo "setup: libtorch at $torch_dir" >&2
+fi

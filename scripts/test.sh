@@ -4,9 +4,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-scripts/setup.sh
-# Device code must compile even though no machine here has a GPU.
+scripts/setup.sh --torch
+# Device code must compile even though no machine here has a GPU, with and
+# without TorchScript.
 cargo check --locked -p engine -p gpu-worker -p switchboard --features engine/cuda,gpu-worker/cuda,switchboard/cuda
+cargo check --locked -p engine -p gpu-worker -p switchboard --features switchboard/cuda,switchboard/torch
 cargo check --locked -p batcher --features cloud
 # Unmodified Triton clients (tritonclient, perf_analyzer) against `switchboard up`.
 cargo build --locked -p switchboard
@@ -22,6 +24,8 @@ scripts/observability_check.sh
 scripts/image_test.sh target/debug/switchboard
 log=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$log"
+# TorchScript through libtorch on the CPU, checked against ONNX Runtime.
+cargo test --locked -p engine -p gpu-worker --features gpu-worker/torch --test torchscript 2>&1 | tee -a "$log"
 # One closing line for all the test binaries (cargo prints one per binary,
 # and the last ones are doc-test runs with nothing in them).
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

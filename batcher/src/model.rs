@@ -3,14 +3,15 @@
 
 use crate::config::BatcherConfig;
 use crate::sizing::{self, Fit};
-use engine::{
-    Backend, BackendFactory, DataType, Device, EngineError, ModelSignature, OrtFactory, OrtOptions,
-};
+use engine::{Backend, DataType, Device, EngineError, ModelSignature, OrtOptions};
 use std::collections::HashMap;
 
 pub struct Model {
     pub backend: Box<dyn Backend>,
     pub signature: ModelSignature,
+    /// Whether its runs are seen by the memory meter (ONNX Runtime's are;
+    /// libtorch allocates through its own allocator).
+    metered: bool,
     /// Memory fits by row shape (the same model may be fed rows of another
     /// width only when it has dynamic dims, but keep them apart anyway).
     fits: HashMap<Vec<(DataType, Vec<i64>)>, Fit>,
@@ -49,9 +50,9 @@ impl Models {
                 self.loaded.clear();
             }
             let path = uri.strip_prefix("file://").unwrap_or(uri);
-            let factory = OrtFactory::new(
-                path,
-                OrtOptions {
+            let factory = engine::open_model(
+                std::path::Path::new(path),
+                &OrtOptions {
                     intra_threads: self.config.intra_threads,
                     device: self.config.device,
                     metered: true,
@@ -60,6 +61,7 @@ impl Models {
             let model = Model {
                 backend: factory.create()?,
                 signature: factory.signature().clone(),
+                metered: factory.metered(),
                 fits: HashMap::new(),
             };
             self.loaded.insert(uri.to_string(), model);
@@ -79,6 +81,12 @@ impl Models {
         let model = self.get(uri)?;
         if let Some(f) = model.fits.get(row_shapes) {
             return Ok(f.clone());
+        }
+        if !model.metered {
+            return Err(EngineError::InvalidArgument(format!(
+                "{uri}: mini_batch_size auto measures memory through ONNX Runtime's allocator, \
+                 which this model does not use; give a number"
+            )));
         }
         let meter = meter_for(config.device)?;
         let budget = config.device.memory_budget(config.memory_budget)?;

@@ -3,7 +3,7 @@
 //! holds a caller that has nobody to share a batch with.
 
 use engine::fixtures::Fixture;
-use engine::{OrtFactory, OrtOptions};
+use engine::{BackendFactory, OrtFactory, OrtOptions};
 use gpu_worker::scheduler::{Plan, Request, Scheduler, SchedulerConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

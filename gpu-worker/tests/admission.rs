@@ -3,7 +3,7 @@
 //! arrival, and never runs.
 
 use engine::fixtures::Fixture;
-use engine::{EngineError, OrtFactory, OrtOptions};
+use engine::{BackendFactory, EngineError, OrtFactory, OrtOptions};
 use gpu_worker::scheduler::{Request, Scheduler, SchedulerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

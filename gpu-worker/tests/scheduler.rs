@@ -1,7 +1,7 @@
 //! The scheduler over real ONNX Runtime sessions of the committed models.
 
 use engine::fixtures::{Fixture, assert_close};
-use engine::{EngineError, OrtFactory, OrtOptions, Tensor};
+use engine::{BackendFactory, EngineError, OrtFactory, OrtOptions, Tensor};
 use gpu_worker::scheduler::{Request, Scheduler, SchedulerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,4 +11,13 @@ pub trait Backend: Send {
 /// Builds instances of one model; called once per instance thread.
 pub trait BackendFactory: Send + Sync {
     fn create(&self) -> Result<Box<dyn Backend>, EngineError>;
+    fn signature(&self) -> &ModelSignature;
+    /// Triton's name for the backend (`onnxruntime_onnx`,
+    /// `pytorch_libtorch`), as model metadata and config report it.
+    fn platform(&self) -> &'static str;
+    /// Whether runs go through the metered allocator (`cpu_meter`), so a
+    /// batch's memory peak can be read for `auto` mini-batches.
+    fn metered(&self) -> bool {
+        false
+    }
 }

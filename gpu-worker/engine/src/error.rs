@@ -20,6 +20,6 @@ pub enum EngineError {
     Unavailable(String),
     #[error("model failed: {0}")]
     Internal(String),
-    #[error("cannot load ONNX Runtime: {0}")]
+    #[error("cannot load: {0}")]
     Runtime(String),
 }

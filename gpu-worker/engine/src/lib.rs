@@ -7,12 +7,21 @@ mod error;
 #[cfg(feature = "test-util")]
 pub mod fixtures;
 mod memory;
+mod open;
 mod ort_backend;
 mod tensor;
+#[cfg(feature = "torch")]
+mod torch_backend;
+#[cfg(all(feature = "test-util", feature = "torch"))]
+#[path = "fixtures_torch.rs"]
+pub mod torch_fixtures;
 
 pub use backend::{Backend, BackendFactory};
 pub use device::Device;
 pub use error::EngineError;
 pub use memory::{MemoryMeter, cpu_meter};
+pub use open::open_model;
 pub use ort_backend::{OrtBackend, OrtFactory, OrtOptions, ort_environment};
 pub use tensor::{DataType, ModelSignature, Tensor, TensorSpec};
+#[cfg(feature = "torch")]
+pub use torch_backend::{TorchFactory, sidecar_path};

@@ -80,6 +80,8 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     libs.pop()
 }
 
+/// How a model is opened; ONNX Runtime reads all of it, TorchScript the
+/// threads and the device.
 #[derive(Debug, Clone)]
 pub struct OrtOptions {
     /// Threads one instance uses inside an operator. Default 1: the
@@ -123,13 +125,21 @@ impl OrtFactory {
             signature,
         })
     }
-
-    pub fn signature(&self) -> &ModelSignature {
-        &self.signature
-    }
 }
 
 impl BackendFactory for OrtFactory {
+    fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    fn platform(&self) -> &'static str {
+        "onnxruntime_onnx"
+    }
+
+    fn metered(&self) -> bool {
+        self.options.metered
+    }
+
     fn create(&self) -> Result<Box<dyn Backend>, EngineError> {
         let session = open_session(&self.path, &self.options)?;
         Ok(Box::new(OrtBackend {

@@ -111,6 +111,8 @@ enum Msg {
 struct Shared {
     name: String,
     signature: ModelSignature,
+    /// Triton's name for the model's backend, for metadata.
+    platform: &'static str,
     config: SchedulerConfig,
     tx: mpsc::UnboundedSender<Msg>,
     queued: AtomicUsize,
@@ -162,6 +164,7 @@ impl Scheduler {
             plan_delay_us: AtomicU64::new(0),
             plan_batch: AtomicUsize::new(1),
             signature,
+            platform: factory.platform(),
             config,
             tx,
             queued: AtomicUsize::new(0),
@@ -183,6 +186,11 @@ impl Scheduler {
 
     pub fn signature(&self) -> &ModelSignature {
         &self.shared.signature
+    }
+
+    /// `onnxruntime_onnx` or `pytorch_libtorch`.
+    pub fn platform(&self) -> &'static str {
+        self.shared.platform
     }
 
     pub fn config(&self) -> &SchedulerConfig {

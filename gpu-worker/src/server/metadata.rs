@@ -25,7 +25,7 @@ pub fn model(name: &str, deployment: &str, s: &Scheduler) -> ModelMetadataRespon
     ModelMetadataResponse {
         name: name.into(),
         versions: vec![deployment.into()],
-        platform: "onnxruntime_onnx".into(),
+        platform: s.platform().into(),
         inputs: s.signature().inputs.iter().map(meta).collect(),
         outputs: s.signature().outputs.iter().map(meta).collect(),
     }
@@ -44,8 +44,13 @@ pub fn config(name: &str, s: &Scheduler) -> ModelConfig {
     };
     ModelConfig {
         name: name.into(),
-        platform: "onnxruntime_onnx".into(),
-        backend: "onnxruntime".into(),
+        platform: s.platform().into(),
+        // Triton's backend names: the platform's first word.
+        backend: match s.platform() {
+            "pytorch_libtorch" => "pytorch",
+            _ => "onnxruntime",
+        }
+        .into(),
         max_batch_size: cfg.max_batch_size as i32,
         input: sig
             .inputs

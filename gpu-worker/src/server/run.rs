@@ -6,7 +6,7 @@
 
 use super::{Deployments, WorkerService};
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use engine::{EngineError, OrtFactory, OrtOptions};
+use engine::{EngineError, OrtOptions};
 use proto::health::{self, Health};
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use registry::{Registration, ServedDeployment, WorkerRecord};
@@ -107,13 +107,13 @@ pub async fn load(config: &WorkerConfig) -> Result<Deployments, WorkerError> {
     let mut list = Vec::new();
     for d in &config.deployments {
         let factory =
-            OrtFactory::new(&d.model, config.ort.clone()).map_err(|source| WorkerError::Model {
+            engine::open_model(&d.model, &config.ort).map_err(|source| WorkerError::Model {
                 model: d.model.display().to_string(),
                 source,
             })?;
         let sig = factory.signature().clone();
         let name = format!("{}/{}", d.endpoint, d.deployment);
-        let s = Scheduler::start(name, Arc::new(factory), sig, config.scheduler.clone())?;
+        let s = Scheduler::start(name, factory, sig, config.scheduler.clone())?;
         // A model that fails on zeros may still score real input (and the
         // failure is the client's to see, as INTERNAL): warn, serve on.
         if let Err(e) = warm(&s).await {
