@@ -286,21 +286,10 @@ macro_rules! with_type {
 
 fn to_ort(t: &Tensor) -> Result<SessionInputValue<'static>, EngineError> {
     let internal = |e: ort::Error| EngineError::Internal(e.to_string());
-    // bool must be 0 or 1 in memory: normalise before the byte copy.
-    let normalised;
-    let data: &[u8] = if t.dtype == DataType::Bool {
-        normalised = t
-            .data
-            .iter()
-            .map(|&b| u8::from(b != 0))
-            .collect::<Vec<u8>>();
-        &normalised
-    } else {
-        &t.data
-    };
+    let data = t.runtime_bytes();
     with_type!(t.dtype, T => {
         let mut v: Vec<T> = vec![T::default(); data.len() / std::mem::size_of::<T>()];
-        copy_into(&mut v, data);
+        copy_into(&mut v, &data);
         Ok(OrtTensor::from_array((t.shape.clone(), v)).map_err(internal)?.into())
     })
 }

@@ -109,6 +109,16 @@ impl Tensor {
         }
     }
 
+    /// The payload as a runtime may copy it: bool must be 0 or 1 in memory,
+    /// while a request may carry any non-zero byte for true.
+    pub fn runtime_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.dtype == DataType::Bool {
+            self.data.iter().map(|&b| u8::from(b != 0)).collect()
+        } else {
+            std::borrow::Cow::Borrowed(&self.data)
+        }
+    }
+
     /// Copies the payload out as `T` (payload bytes need not be aligned).
     pub fn to_vec<T: bytemuck::Pod>(&self) -> Vec<T> {
         let n = self.data.len() / std::mem::size_of::<T>();

@@ -168,15 +168,7 @@ impl TorchBackend {
         let kind = kind_of(t.dtype).ok_or_else(|| {
             EngineError::InvalidArgument(format!("{} has no libtorch type", t.dtype))
         })?;
-        // bool must be 0 or 1 in memory: normalise before the byte copy.
-        let normalised: Vec<u8>;
-        let data: &[u8] = if t.dtype == DataType::Bool {
-            normalised = t.data.iter().map(|&b| u8::from(b != 0)).collect();
-            &normalised
-        } else {
-            &t.data
-        };
-        tch::Tensor::f_from_data_size(data, &t.shape, kind)
+        tch::Tensor::f_from_data_size(&t.runtime_bytes(), &t.shape, kind)
             .and_then(|x| x.f_to_device(self.device))
             .map_err(|e| EngineError::Internal(brief(&e)))
     }

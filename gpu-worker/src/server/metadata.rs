@@ -45,12 +45,9 @@ pub fn config(name: &str, s: &Scheduler) -> ModelConfig {
     ModelConfig {
         name: name.into(),
         platform: s.platform().into(),
-        // Triton's backend names: the platform's first word.
-        backend: match s.platform() {
-            "pytorch_libtorch" => "pytorch",
-            _ => "onnxruntime",
-        }
-        .into(),
+        // Triton's backend name is the platform's first word
+        // (`onnxruntime_onnx` → `onnxruntime`, `pytorch_libtorch` → `pytorch`).
+        backend: s.platform().split('_').next().unwrap_or_default().into(),
         max_batch_size: cfg.max_batch_size as i32,
         input: sig
             .inputs
