@@ -58,3 +58,15 @@ impl Default for BatcherConfig {
         }
     }
 }
+
+impl BatcherConfig {
+    /// The cap the engine holds its allocations under while scoring: the
+    /// configured limit, and on a simulated GPU no more than its size (a
+    /// real GPU's driver refuses for itself).
+    pub fn allocation_limit(&self) -> Result<Option<u64>, engine::EngineError> {
+        Ok(match (self.memory_limit, self.device.cap()?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+}

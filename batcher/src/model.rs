@@ -101,7 +101,7 @@ impl Models {
             config.utilisation,
             config.max_auto_batch,
         );
-        meter.set_limit(config.memory_limit);
+        meter.set_limit(config.allocation_limit()?);
         let fit = fit?;
         tracing::info!(model = uri, %fit, "mini-batch sized to memory");
         model.fits.insert(row_shapes.to_vec(), fit.clone());
@@ -109,15 +109,15 @@ impl Models {
     }
 }
 
-/// The meter that sees the device's allocations. Only the CPU has one: on
-/// CUDA, `auto` needs the device's own reading, which is not built yet.
+/// The meter that sees the device's allocations: the metered CPU allocator,
+/// on the CPU and on a simulated GPU. A real GPU's reading (the driver's
+/// free memory around a run) is not built yet.
 pub fn meter_for(device: Device) -> Result<&'static engine::MemoryMeter, EngineError> {
-    match device {
-        Device::Cpu => engine::cpu_meter(),
-        #[allow(unreachable_patterns)]
-        _ => Err(EngineError::InvalidArgument(
-            "mini_batch_size auto measures memory on the CPU only in this build; give a number"
-                .into(),
-        )),
+    if device.runs_on_cpu()? {
+        return engine::cpu_meter();
     }
+    Err(EngineError::InvalidArgument(format!(
+        "mini_batch_size auto measures memory on the CPU (or a simulated GPU) only in this \
+         version, not on {device}; give a number"
+    )))
 }

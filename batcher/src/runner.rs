@@ -24,6 +24,8 @@ pub enum BatcherError {
     Redis(#[from] redis::RedisError),
     #[error("job queue: {0}")]
     Queue(#[from] QueueError),
+    #[error("device: {0}")]
+    Device(#[from] engine::EngineError),
 }
 
 /// Runs until `shutdown` resolves, then drains: takes nothing more; a
@@ -46,7 +48,7 @@ pub async fn run(
     .await?;
     let queue = JobQueue::new(conn);
     persist("creating consumer groups", || queue.ensure_groups()).await?;
-    if let Some(limit) = config.memory_limit
+    if let Some(limit) = config.allocation_limit()?
         && let Ok(meter) = crate::model::meter_for(config.device)
     {
         meter.set_limit(Some(limit));

@@ -3,7 +3,7 @@
 //! holds a caller that has nobody to share a batch with.
 
 use engine::fixtures::Fixture;
-use engine::{BackendFactory, OrtFactory, OrtOptions};
+use engine::{OrtFactory, OrtOptions};
 use gpu_worker::scheduler::{Plan, Request, Scheduler, SchedulerConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,14 +16,13 @@ const HELD: Duration = Duration::from_micros(500);
 
 fn start(f: &Fixture, delay: Duration, slo_p99: Option<Duration>) -> Scheduler {
     let factory = OrtFactory::new(f.model_path(), OrtOptions::default()).unwrap();
-    let sig = factory.signature().clone();
     let cfg = SchedulerConfig {
         max_batch_size: 8,
         max_queue_delay: delay,
         slo_p99,
         ..Default::default()
     };
-    Scheduler::start("m", Arc::new(factory), sig, cfg).unwrap()
+    Scheduler::start("m", &[Arc::new(factory)], cfg).unwrap()
 }
 
 fn one_row(f: &Fixture) -> Request {

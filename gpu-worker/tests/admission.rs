@@ -3,7 +3,7 @@
 //! arrival, and never runs.
 
 use engine::fixtures::Fixture;
-use engine::{BackendFactory, EngineError, OrtFactory, OrtOptions};
+use engine::{EngineError, OrtFactory, OrtOptions};
 use gpu_worker::scheduler::{Request, Scheduler, SchedulerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +17,12 @@ const FLOOD: usize = 400;
 async fn warm(deadline_admission: bool) -> (Fixture, Scheduler, Duration) {
     let f = Fixture::load("convnet").unwrap();
     let factory = OrtFactory::new(f.model_path(), OrtOptions::default()).unwrap();
-    let sig = factory.signature().clone();
     let cfg = SchedulerConfig {
         max_batch_size: BATCH,
         deadline_admission,
         ..Default::default()
     };
-    let s = Scheduler::start("m", Arc::new(factory), sig, cfg).unwrap();
+    let s = Scheduler::start("m", &[Arc::new(factory)], cfg).unwrap();
     for _ in 0..WARMUPS {
         s.infer(request(&f, BATCH, None)).await.unwrap();
     }

@@ -1,15 +1,14 @@
 //! The scheduler over real ONNX Runtime sessions of the committed models.
 
 use engine::fixtures::{Fixture, assert_close};
-use engine::{BackendFactory, EngineError, OrtFactory, OrtOptions, Tensor};
+use engine::{EngineError, OrtFactory, OrtOptions, Tensor};
 use gpu_worker::scheduler::{Request, Scheduler, SchedulerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn start(fixture: &Fixture, config: SchedulerConfig) -> Scheduler {
     let factory = OrtFactory::new(fixture.model_path(), OrtOptions::default()).expect("load model");
-    let sig = factory.signature().clone();
-    Scheduler::start("m", Arc::new(factory), sig, config).expect("start scheduler")
+    Scheduler::start("m", &[Arc::new(factory)], config).expect("start scheduler")
 }
 
 fn req(inputs: Vec<(String, Tensor)>) -> Request {

@@ -17,12 +17,11 @@ async fn concurrent_requests_to_a_torchscript_model_are_batched_and_answered() {
     );
     let f = Fixture::load("convnet").unwrap();
     let factory = open_model(&pt, &OrtOptions::default()).unwrap();
-    let sig = factory.signature().clone();
     let config = SchedulerConfig {
         max_queue_delay: Duration::from_millis(20),
         ..Default::default()
     };
-    let s = Scheduler::start("torch", factory, sig, config).unwrap();
+    let s = Scheduler::start("torch", &[factory], config).unwrap();
     assert_eq!(s.platform(), "pytorch_libtorch");
     let mut tasks = Vec::new();
     for i in 0..16 {

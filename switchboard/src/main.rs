@@ -64,6 +64,10 @@ enum Cmd {
     /// grpc.health.v1 Check of a gateway or worker: exits 0 when SERVING,
     /// 1 otherwise (for exec probes).
     Health(switchboard::health_cmd::HealthArgs),
+    /// The GPUs this machine's workers and batchers may use (the CUDA
+    /// driver's, or SWITCHBOARD_SIMULATED_GPUS's); fails saying why when
+    /// there are none.
+    Devices(switchboard::output::OutputArgs),
     /// Load test a V2 server (see `switchboard loadtest --help`): closed or
     /// open loop, `sweep`, `plan`.
     #[command(disable_help_flag = true)]
@@ -147,6 +151,11 @@ async fn run_command(cli: Cli) -> Result<()> {
         Cmd::Keys(a) => commands::keys(a).await,
         Cmd::Token(a) => commands::token(a).await,
         Cmd::Invoke(a) => commands::invoke(a).await,
+        Cmd::Devices(o) => {
+            let list = engine::gpus().and_then(|g| g.list())?;
+            switchboard::output::devices(&list).print(o.output);
+            Ok(())
+        }
         Cmd::Health(a) => {
             if switchboard::health_cmd::health(a).await {
                 Ok(())

@@ -362,6 +362,39 @@ pub fn jobs(list: &[pb::Job]) -> View {
     }
 }
 
+/// `switchboard devices`: the GPUs this process may place models on.
+pub fn devices(list: &[engine::GpuInfo]) -> View {
+    let cc = |g: &engine::GpuInfo| g.compute_capability.map(|(a, b)| format!("{a}.{b}"));
+    let json = list
+        .iter()
+        .map(|g| {
+            json!({
+                "device": format!("cuda:{}", g.ordinal),
+                "name": g.name,
+                "total_bytes": g.total_bytes,
+                "free_bytes": g.free_bytes,
+                "compute_capability": cc(g),
+            })
+        })
+        .collect();
+    let table = list.iter().fold(
+        Table::new(&["DEVICE", "NAME", "MEMORY", "FREE", "COMPUTE"]),
+        |t, g| {
+            t.row(vec![
+                format!("cuda:{}", g.ordinal),
+                g.name.clone(),
+                engine::format_bytes(g.total_bytes),
+                engine::format_bytes(g.free_bytes),
+                cc(g).unwrap_or_else(|| "-".into()),
+            ])
+        },
+    );
+    View {
+        json: Value::Array(json),
+        tables: vec![table],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,9 +87,10 @@ pub struct SchedulerArgs {
     /// Model instances per deployment, each on its own thread.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
-    /// Where models run: `cpu`, or `cuda:N` when built with `--features cuda`.
+    /// Where models run: `cpu`, `cuda:N`, `cuda:N,M` or `cuda:all` (the
+    /// instances on each GPU named; `switchboard devices` lists them).
     #[arg(long, default_value = "cpu")]
-    pub device: engine::Device,
+    pub device: engine::DeviceSpec,
     /// Threads inside one instance's operators.
     #[arg(long, default_value_t = 1)]
     pub intra_threads: usize,
@@ -164,12 +165,20 @@ impl SchedulerArgs {
         })
     }
 
+    /// How models are opened; the worker sets the device per placement.
     pub fn ort(&self) -> OrtOptions {
         OrtOptions {
             intra_threads: self.intra_threads,
-            device: self.device,
+            device: engine::Device::Cpu,
             metered: false,
         }
+    }
+
+    /// The devices `--device` names, each checked to exist.
+    pub fn devices(&self) -> Result<Vec<engine::Device>> {
+        self.device
+            .resolve()
+            .with_context(|| format!("--device {}", self.device))
     }
 }
 
@@ -250,11 +259,13 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let devices = args.scheduler.devices()?;
     println!("worker listening on {}", listener.local_addr()?);
     let config = WorkerConfig {
         deployments: args.deployments,
         scheduler: args.scheduler.scheduler()?,
         ort: args.scheduler.ort(),
+        devices,
         redis_url: args.redis,
         advertise: args.advertise,
         id: args.id,
@@ -272,14 +283,14 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
 pub struct BatchTuning {
     /// Memory a mini-batch may use (e.g. 64MiB, 2GiB); default: what the
     /// device has free.
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = engine::parse_bytes)]
     pub batch_memory_budget: Option<u64>,
     /// Share of the budget that `mini_batch_size: auto` aims at.
     #[arg(long, default_value_t = 0.9)]
     pub batch_utilisation: f64,
     /// Hard cap on the engine's allocations (simulates a smaller device:
     /// runs over it fail and their batch is halved).
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = engine::parse_bytes)]
     pub batch_memory_limit: Option<u64>,
     /// Largest batch `auto` may choose (on a CPU, larger batches only cost
     /// cache misses).
@@ -318,28 +329,6 @@ impl BatchTuning {
     }
 }
 
-/// `123`, `64KiB`, `64MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("'{s}': expected a size like 64MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        u => return Err(format!("'{s}': unknown unit '{u}'")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct BatcherArgs {
     /// Redis holding the job queue
@@ -353,9 +342,9 @@ pub struct BatcherArgs {
     /// Consumer name (default: from the process id); unique per process.
     #[arg(long)]
     pub id: Option<String>,
-    /// Where models run: `cpu`, or `cuda:N` when built with `--features cuda`.
+    /// Where models run: `cpu` or `cuda:N` (one device per batcher).
     #[arg(long, default_value = "cpu")]
-    pub device: engine::Device,
+    pub device: engine::DeviceSpec,
     /// Threads inside one model run.
     #[arg(long, default_value_t = 1)]
     pub intra_threads: usize,
@@ -370,9 +359,9 @@ pub struct BatcherArgs {
 }
 
 pub async fn batcher(args: BatcherArgs) -> Result<()> {
-    let mut config = args
-        .tuning
-        .config(&args.redis, args.device, args.intra_threads);
+    let mut config =
+        args.tuning
+            .config(&args.redis, args.device.resolve_one()?, args.intra_threads);
     if let Some(id) = args.id {
         config.id = id;
     }

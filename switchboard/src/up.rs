@@ -57,6 +57,7 @@ fn models_dir(given: Option<PathBuf>) -> PathBuf {
 
 pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
     args.metrics.install()?;
+    let devices = args.scheduler.devices()?;
     // A key the user gave is never echoed; a generated one is shown once.
     let (admin_key, shown) = match admin_key {
         Some(k) => (k, "$SWITCHBOARD_ADMIN_KEY".to_string()),
@@ -94,6 +95,7 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         ],
         scheduler: args.scheduler.scheduler()?,
         ort: args.scheduler.ort(),
+        devices: devices.clone(),
         redis_url: Some(redis_url.clone()),
         drain_timeout: args.drain.timeout(),
         // One process: its gateway stops routing to its worker as it drains.
@@ -132,9 +134,10 @@ pub async fn up(args: UpArgs, admin_key: Option<String>) -> Result<()> {
         worker_listener,
         stopped(stop_rx.clone()),
     ));
+    // The batcher takes the first device: it scores one job at a time.
     let mut batch_config = args.batch.config(
         &redis_url,
-        args.scheduler.device,
+        devices.first().copied().unwrap_or_default(),
         args.scheduler.intra_threads,
     );
     batch_config.drain_timeout = args.drain.timeout();

@@ -127,13 +127,6 @@ async fn a_shard_that_keeps_failing_goes_to_dead_letter_and_its_rows_count_as_fa
     assert!(rows.iter().all(|r| r.0 >= 50_000));
 }
 
-/// Convnet rows (3x32x32 values) as CSV: 3072 small integers per line.
-fn write_convnet_csv(path: &std::path::Path, n: usize) {
-    let line: Vec<String> = (0..3072).map(|i| ((i * 7) % 17).to_string()).collect();
-    let line = line.join(",") + "\n";
-    std::fs::write(path, line.repeat(n)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_batch_fits_the_memory_budget_and_an_allocation_failure_halves_it() {
     let mut c = cluster().await;

@@ -1,4 +1,4 @@
-use super::{EngineError, ModelSignature, Tensor};
+use super::{Device, EngineError, ModelSignature, Tensor};
 
 /// A loaded model instance. `run` takes `&mut self` because ONNX Runtime's
 /// session does; each instance lives on its own thread, so no lock is needed.
@@ -20,4 +20,6 @@ pub trait BackendFactory: Send + Sync {
     fn metered(&self) -> bool {
         false
     }
+    /// Where its instances run (a simulated GPU's on the CPU).
+    fn device(&self) -> Device;
 }

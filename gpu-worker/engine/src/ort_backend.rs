@@ -93,7 +93,8 @@ pub struct OrtOptions {
     /// (`cpu_meter()`), so its peak can be read and a limit can fail a run
     /// with `EngineError::OutOfMemory`. Off for the real-time worker, which
     /// keeps ONNX Runtime's own arena. Only CPU memory is metered: on CUDA,
-    /// device memory is read with `Device::free_memory`.
+    /// device memory is read with `Device::free_memory`. A simulated GPU's
+    /// memory is this allocator's.
     pub metered: bool,
 }
 
@@ -140,6 +141,10 @@ impl BackendFactory for OrtFactory {
         self.options.metered
     }
 
+    fn device(&self) -> super::Device {
+        self.options.device
+    }
+
     fn create(&self) -> Result<Box<dyn Backend>, EngineError> {
         let session = open_session(&self.path, &self.options)?;
         Ok(Box::new(OrtBackend {
@@ -174,7 +179,7 @@ fn open_session(path: &Path, options: &OrtOptions) -> Result<Session, EngineErro
         .map_err(|e| load(e.to_string()))?
         .with_intra_op_spinning(false)
         .map_err(|e| load(e.to_string()))?
-        .with_execution_providers(options.device.execution_providers())
+        .with_execution_providers(options.device.execution_providers()?)
         .map_err(|e| load(e.to_string()))?
         .commit_from_file(path)
         .map_err(|e| load(e.to_string()))

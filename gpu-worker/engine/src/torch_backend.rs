@@ -22,6 +22,7 @@ use tch::{CModule, IValue, Kind};
 
 pub struct TorchFactory {
     path: PathBuf,
+    placed: Device,
     device: tch::Device,
     signature: ModelSignature,
 }
@@ -35,13 +36,14 @@ impl TorchFactory {
         // libtorch's intra-op pool is process-wide; as with ONNX Runtime,
         // the scheduler's parallelism comes from instances and batching.
         tch::set_num_threads(options.intra_threads.max(1) as i32);
+        // A simulated GPU's models run on the CPU.
         let device = match options.device {
-            Device::Cpu => tch::Device::Cpu,
-            #[cfg(feature = "cuda")]
-            Device::Cuda(n) => tch::Device::Cuda(n),
+            Device::Cuda(n) if !options.device.runs_on_cpu()? => tch::Device::Cuda(n),
+            _ => tch::Device::Cpu,
         };
         let factory = TorchFactory {
             path,
+            placed: options.device,
             device,
             signature,
         };
@@ -73,6 +75,10 @@ impl BackendFactory for TorchFactory {
 
     fn platform(&self) -> &'static str {
         "pytorch_libtorch"
+    }
+
+    fn device(&self) -> Device {
+        self.placed
     }
 }
 

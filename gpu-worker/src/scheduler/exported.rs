@@ -66,18 +66,23 @@ impl ModelMetrics {
     }
 }
 
-/// Samples the device's free memory (what a batch may still fill: the
-/// kernel's MemAvailable on CPU, the driver's free memory on CUDA) and this
-/// process's resident memory, every 5 s, for as long as the worker runs.
-pub async fn sample_memory(device: engine::Device) {
-    let label = device.to_string();
-    let free = gauge!("switchboard_device_memory_free_bytes", "device" => label);
+/// Samples each device's free memory (what a batch may still fill: the
+/// kernel's MemAvailable on CPU, the driver's free memory on a GPU) and
+/// this process's resident memory, every 5 s, for as long as the worker
+/// runs.
+pub async fn sample_memory(devices: Vec<engine::Device>) {
+    let free: Vec<_> = devices
+        .iter()
+        .map(|d| gauge!("switchboard_device_memory_free_bytes", "device" => d.to_string()))
+        .collect();
     let resident = gauge!("switchboard_process_resident_memory_bytes");
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tick.tick().await;
-        if let Ok(bytes) = device.free_memory() {
-            free.set(bytes as f64);
+        for (device, gauge) in devices.iter().zip(&free) {
+            if let Ok(bytes) = device.free_memory() {
+                gauge.set(bytes as f64);
+            }
         }
         if let Some(bytes) = resident_bytes() {
             resident.set(bytes as f64);

@@ -18,7 +18,7 @@ pub use adaptive::Plan;
 pub use batch::{compatible, concat, split, validate};
 pub use stats::{BatchRecord, BatchStats, Duration64, ModelStats};
 
-use engine::{Backend, BackendFactory, EngineError, ModelSignature, Tensor};
+use engine::{Backend, BackendFactory, Device, EngineError, ModelSignature, Tensor};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,6 +113,7 @@ struct Shared {
     signature: ModelSignature,
     /// Triton's name for the model's backend, for metadata.
     platform: &'static str,
+    devices: Vec<Device>,
     config: SchedulerConfig,
     tx: mpsc::UnboundedSender<Msg>,
     queued: AtomicUsize,
@@ -139,14 +140,25 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Loads `config.instances` instances (each on its own thread) and starts
-    /// the actor. Fails if any instance cannot be created.
+    /// Loads `config.instances` instances per factory (one factory per
+    /// device the model is placed on, each instance on its own thread) and
+    /// starts the actor. Fails if any instance cannot be created. Afterwards
+    /// `config().instances` counts them all.
     pub fn start(
         name: impl Into<String>,
-        factory: Arc<dyn BackendFactory>,
-        signature: ModelSignature,
+        factories: &[Arc<dyn BackendFactory>],
         mut config: SchedulerConfig,
     ) -> Result<Self, EngineError> {
+        let first = factories
+            .first()
+            .ok_or_else(|| EngineError::Runtime("a model needs at least one device".into()))?;
+        let signature = first.signature().clone();
+        let per_device = config.instances.max(1);
+        let devices: Vec<Device> = factories
+            .iter()
+            .flat_map(|f| std::iter::repeat_n(f.device(), per_device))
+            .collect();
+        config.instances = devices.len();
         if !signature.batched {
             config.max_batch_size = 0;
         }
@@ -164,7 +176,8 @@ impl Scheduler {
             plan_delay_us: AtomicU64::new(0),
             plan_batch: AtomicUsize::new(1),
             signature,
-            platform: factory.platform(),
+            platform: first.platform(),
+            devices,
             config,
             tx,
             queued: AtomicUsize::new(0),
@@ -173,7 +186,11 @@ impl Scheduler {
             metrics: std::sync::OnceLock::new(),
         });
         let mut instances = Vec::with_capacity(shared.config.instances);
-        for id in 0..shared.config.instances {
+        for (id, factory) in factories
+            .iter()
+            .flat_map(|f| std::iter::repeat_n(f, per_device))
+            .enumerate()
+        {
             instances.push(spawn_instance(id, factory.clone(), shared.clone())?);
         }
         tokio::spawn(run_actor(rx, instances, shared.clone()));
@@ -186,6 +203,11 @@ impl Scheduler {
 
     pub fn signature(&self) -> &ModelSignature {
         &self.shared.signature
+    }
+
+    /// The device of each instance, by instance id.
+    pub fn devices(&self) -> &[Device] {
+        &self.shared.devices
     }
 
     /// `onnxruntime_onnx` or `pytorch_libtorch`.

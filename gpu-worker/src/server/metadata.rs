@@ -4,7 +4,7 @@
 
 use super::convert::config_dtype;
 use crate::scheduler::{Duration64, Scheduler};
-use engine::TensorSpec;
+use engine::{Device, TensorSpec};
 use proto::inference::model_metadata_response::TensorMetadata;
 use proto::inference::*;
 
@@ -69,12 +69,7 @@ pub fn config(name: &str, s: &Scheduler) -> ModelConfig {
                 ..Default::default()
             })
             .collect(),
-        instance_group: vec![ModelInstanceGroup {
-            name: format!("{name}_cpu"),
-            kind: model_instance_group::Kind::Cpu as i32,
-            count: cfg.instances as i32,
-            ..Default::default()
-        }],
+        instance_group: instance_groups(name, s.devices()),
         scheduling_choice: batched.then(|| {
             model_config::SchedulingChoice::DynamicBatching(ModelDynamicBatching {
                 preferred_batch_size: cfg
@@ -129,4 +124,31 @@ pub fn statistics(name: &str, deployment: &str, s: &Scheduler) -> ModelStatistic
             .collect(),
         ..Default::default()
     }
+}
+
+/// One group per device, as Triton's config lists them: KIND_CPU, or
+/// KIND_GPU with the GPU's ordinal.
+fn instance_groups(name: &str, devices: &[Device]) -> Vec<ModelInstanceGroup> {
+    let mut groups: Vec<(Device, i32)> = Vec::new();
+    for &d in devices {
+        match groups.iter_mut().find(|(g, _)| *g == d) {
+            Some((_, count)) => *count += 1,
+            None => groups.push((d, 1)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(d, count)| {
+            let (kind, gpus) = match d {
+                Device::Cpu => (model_instance_group::Kind::Cpu, vec![]),
+                Device::Cuda(n) => (model_instance_group::Kind::Gpu, vec![n as i32]),
+            };
+            ModelInstanceGroup {
+                name: format!("{name}_{}", d.to_string().replace(':', "")),
+                kind: kind as i32,
+                count,
+                gpus,
+            }
+        })
+        .collect()
 }

@@ -47,7 +47,11 @@ impl std::str::FromStr for DeploymentSpec {
 pub struct WorkerConfig {
     pub deployments: Vec<DeploymentSpec>,
     pub scheduler: SchedulerConfig,
+    /// How models are opened; `ort.device` is replaced by each of `devices`.
     pub ort: OrtOptions,
+    /// Each model gets `scheduler.instances` instances on each of these
+    /// (`--device cuda:all`: every GPU), all behind its one queue.
+    pub devices: Vec<engine::Device>,
     /// Registry to join; none runs the worker stand-alone.
     pub redis_url: Option<String>,
     /// Address others reach this worker at; default: the listener's.
@@ -72,6 +76,7 @@ impl Default for WorkerConfig {
             deployments: Vec::new(),
             scheduler: SchedulerConfig::default(),
             ort: OrtOptions::default(),
+            devices: vec![engine::Device::Cpu],
             redis_url: None,
             advertise: None,
             max_message: 64 << 20,
@@ -106,14 +111,23 @@ pub enum WorkerError {
 pub async fn load(config: &WorkerConfig) -> Result<Deployments, WorkerError> {
     let mut list = Vec::new();
     for d in &config.deployments {
-        let factory =
-            engine::open_model(&d.model, &config.ort).map_err(|source| WorkerError::Model {
+        let factories = config
+            .devices
+            .iter()
+            .map(|&device| {
+                let options = OrtOptions {
+                    device,
+                    ..config.ort.clone()
+                };
+                engine::open_model(&d.model, &options)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| WorkerError::Model {
                 model: d.model.display().to_string(),
                 source,
             })?;
-        let sig = factory.signature().clone();
         let name = format!("{}/{}", d.endpoint, d.deployment);
-        let s = Scheduler::start(name, factory, sig, config.scheduler.clone())?;
+        let s = Scheduler::start(name, &factories, config.scheduler.clone())?;
         // A model that fails on zeros may still score real input (and the
         // failure is the client's to see, as INTERNAL): warn, serve on.
         if let Err(e) = warm(&s).await {
@@ -163,7 +177,7 @@ pub async fn serve(
         .map(proto::tls::server_config)
         .transpose()?;
     let deployments = load(&config).await?;
-    let memory = tokio::spawn(crate::scheduler::sample_memory(config.ort.device));
+    let memory = tokio::spawn(crate::scheduler::sample_memory(config.devices.clone()));
     let address = match &config.advertise {
         Some(a) => a.clone(),
         None => listener.local_addr()?.to_string(),

@@ -194,9 +194,15 @@ pub async fn batch_endpoint(c: &Cluster, name: &str, deployments: &[(&str, &str)
 
 /// A batcher as its own process (so it can be SIGKILLed).
 pub fn spawn_batcher(c: &mut Cluster, id: &str, extra: &[&str]) {
+    spawn_batcher_with(c, id, extra, &[]);
+}
+
+/// As `spawn_batcher`, with environment variables set.
+pub fn spawn_batcher_with(c: &mut Cluster, id: &str, extra: &[&str], env: &[(&str, &str)]) {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["batcher", "--redis", &c.redis_url, "--id", id])
         .args(extra)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn,batcher=info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -204,6 +210,13 @@ pub fn spawn_batcher(c: &mut Cluster, id: &str, extra: &[&str]) {
         .spawn()
         .expect("spawn batcher");
     c.children.push(child);
+}
+
+/// Convnet rows (3x32x32 values) as CSV: 3072 small integers per line.
+pub fn write_convnet_csv(path: &Path, n: usize) {
+    let line: Vec<String> = (0..3072).map(|i| ((i * 7) % 17).to_string()).collect();
+    let line = line.join(",") + "\n";
+    std::fs::write(path, line.repeat(n)).unwrap();
 }
 
 pub fn spec(endpoint: &str, input: &Path, output: &Path) -> pb::JobSpec {
