@@ -4,13 +4,17 @@
 # Runtime shared library, taken from the `onnxruntime` wheel into the
 # project-local folder .local/onnxruntime (no system-wide Python packages).
 # `--torch` also installs what the `torch` feature (TorchScript through tch)
-# links against into .local/libtorch.
+# links against into .local/libtorch. `--cuda` installs ONNX Runtime's CUDA
+# provider and the CUDA/cuDNN libraries it loads into .local/onnxruntime-gpu
+# (about 2 GB; for builds with the `cuda` feature on a GPU machine).
 set -euo pipefail
 torch=""
+cuda=""
 for arg in "$@"; do
   case "$arg" in
     --torch) torch=1 ;;
-    *) echo "setup: unknown option $arg (known: --torch)" >&2; exit 2 ;;
+    --cuda) cuda=1 ;;
+    *) echo "setup: unknown option $arg (known: --torch, --cuda)" >&2; exit 2 ;;
   esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,4 +100,54 @@ PY
 fi
 if [ -n "$torch" ]; then
   echo "setup: libtorch at $torch_dir" >&2
+fi
+
+# ONNX Runtime on CUDA for builds with the `cuda` feature: the
+# `onnxruntime-gpu` wheel's libraries and those of the CUDA 13 and cuDNN 9
+# wheels its `cuda`/`cudnn` extras name, pinned to CUDA 13.0's releases
+# (torch 2.13's, so a driver that runs one runs the other), in one flat
+# folder. Each
+# library gets the runpath $ORIGIN (patchelf), so the CUDA provider that
+# libonnxruntime loads from its own folder finds cuBLAS, cuDNN, … beside it
+# without LD_LIBRARY_PATH (Python's onnxruntime preloads them instead). The
+# engine of a `cuda` build prefers this folder's libonnxruntime. Only the
+# driver (libcuda.so.1) comes from the machine.
+ort_gpu_dir="$root/.local/onnxruntime-gpu"
+if [ -n "$cuda" ] && [ ! -f "$ort_gpu_dir/lib/libonnxruntime_providers_cuda.so" ]; then
+  echo "setup: installing ONNX Runtime $ORT_VERSION (CUDA provider, CUDA 13, cuDNN 9) into $ort_gpu_dir" >&2
+  command -v patchelf >/dev/null 2>&1 || apt_install patchelf
+  wheels=$(mktemp -d)
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" \
+    "onnxruntime-gpu==$ORT_VERSION" "nvidia-cuda-runtime==13.0.96" \
+    "nvidia-cublas==13.1.0.3" "nvidia-curand==10.4.0.35" "nvidia-cufft==12.0.0.61" \
+    "nvidia-cuda-nvrtc==13.0.88" "nvidia-cudnn-cu13==9.20.0.48"
+  rm -rf "$ort_gpu_dir.partial"
+  python3 - "$wheels" "$ort_gpu_dir.partial/lib" <<'PY'
+import glob, os, re, shutil, sys, zipfile
+wheels, lib = sys.argv[1:]
+os.makedirs(lib)
+for wheel in glob.glob(os.path.join(wheels, "*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            base = os.path.basename(name)
+            ours = name.startswith("onnxruntime/capi/lib") or re.match(r"nvidia/.*/lib/", name)
+            if ours and re.search(r"\.so(\.|$)", base):
+                with z.open(name) as src, open(os.path.join(lib, base), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+PY
+  for so in "$ort_gpu_dir.partial"/lib/*.so*; do
+    chmod 755 "$so"
+    patchelf --set-rpath '$ORIGIN' "$so"
+  done
+  missing=$(ldd "$ort_gpu_dir.partial/lib/libonnxruntime_providers_cuda.so" | grep "not found" | grep -v "libcuda.so.1" || true)
+  if [ -n "$missing" ]; then
+    echo "setup: the CUDA provider still lacks:" >&2
+    echo "$missing" >&2
+    exit 1
+  fi
+  mv "$ort_gpu_dir.partial" "$ort_gpu_dir"
+  rm -rf "$wheels"
+fi
+if [ -n "$cuda" ]; then
+  echo "setup: ONNX Runtime CUDA provider at $ort_gpu_dir/lib" >&2
 fi

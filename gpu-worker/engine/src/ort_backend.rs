@@ -1,6 +1,7 @@
 //! ONNX Runtime backend. The library is loaded at run time (`load-dynamic`):
 //! from `ORT_DYLIB_PATH`, else from the project-local folder that
-//! `scripts/setup.sh` fills from the `onnxruntime` wheel.
+//! `scripts/setup.sh` fills from the `onnxruntime` wheel (in `cuda` builds,
+//! first the one `setup.sh --cuda` fills from `onnxruntime-gpu`).
 
 use super::memory::WatchedRun;
 use super::{Backend, BackendFactory, DataType, EngineError, ModelSignature, Tensor, TensorSpec};
@@ -13,6 +14,14 @@ use std::sync::OnceLock;
 
 /// Where setup installs the wheel, relative to the project root.
 const LOCAL_ORT_DIR: &str = ".local/onnxruntime/onnxruntime/capi";
+/// Where `setup.sh --cuda` puts the `onnxruntime-gpu` library with its CUDA
+/// provider and the CUDA libraries it needs; a `cuda` build prefers it (it
+/// runs CPU sessions too).
+const LOCAL_ORT_DIRS: &[&str] = if cfg!(feature = "cuda") {
+    &[".local/onnxruntime-gpu/lib", LOCAL_ORT_DIR]
+} else {
+    &[LOCAL_ORT_DIR]
+};
 
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, EngineError>> = OnceLock::new();
 
@@ -54,9 +63,11 @@ fn find_library() -> Result<PathBuf, EngineError> {
         roots.extend(exe.ancestors().map(Path::to_path_buf));
     }
     roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")));
-    for root in roots {
-        if let Some(lib) = library_in(&root.join(LOCAL_ORT_DIR)) {
-            return Ok(lib);
+    for dir in LOCAL_ORT_DIRS {
+        for root in &roots {
+            if let Some(lib) = library_in(&root.join(dir)) {
+                return Ok(lib);
+            }
         }
     }
     Err(EngineError::Runtime(
@@ -180,7 +191,16 @@ fn open_session(path: &Path, options: &OrtOptions) -> Result<Session, EngineErro
         .with_intra_op_spinning(false)
         .map_err(|e| load(e.to_string()))?
         .with_execution_providers(options.device.execution_providers()?)
-        .map_err(|e| load(e.to_string()))?
+        .map_err(|e| {
+            // The usual cause on a GPU machine: the CPU library is loaded.
+            let hint = match options.device {
+                super::Device::Cuda(_) => {
+                    " (scripts/setup.sh --cuda installs ONNX Runtime's CUDA provider)"
+                }
+                super::Device::Cpu => "",
+            };
+            load(format!("{e}{hint}"))
+        })?
         .commit_from_file(path)
         .map_err(|e| load(e.to_string()))
 }
