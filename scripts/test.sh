@@ -29,6 +29,8 @@ cargo test --locked -p engine -p gpu-worker --features gpu-worker/torch --test t
 # A CUDA build on this GPU-less machine says there is no driver (cudarc
 # would panic if it were asked first).
 cargo test --locked -p engine --features cuda --lib gpus 2>&1 | tee -a "$log"
+# The GPU check's steps, on a simulated GPU (checks the script; no figure).
+GPU_CHECK_SIMULATE=1 scripts/gpu_check.sh 1 >/dev/null
 # One closing line for all the test binaries (cargo prints one per binary,
 # and the last ones are doc-test runs with nothing in them).
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

@@ -2,9 +2,12 @@
 //! no server, no scheduler: `instances` threads, each with its own session,
 //! running batches of `batch` random FP32 rows back to back.
 //!
-//! cargo run --release -p gpu-worker --example raw_ort -- MODEL BATCH INSTANCES SECONDS
+//! cargo run --release -p engine --example raw_ort -- MODEL BATCH INSTANCES SECONDS [DEVICE]
+//!
+//! DEVICE is `cpu` (the default) or `cuda:N`, as `--device` takes it; a
+//! `.pt` model runs through libtorch in builds with the `torch` feature.
 
-use engine::{BackendFactory, OrtFactory, OrtOptions, Tensor};
+use engine::{DeviceSpec, OrtOptions, Tensor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,11 +16,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let model = args
         .get(1)
-        .ok_or("usage: raw_ort MODEL BATCH INSTANCES SECONDS")?;
+        .ok_or("usage: raw_ort MODEL BATCH INSTANCES SECONDS [DEVICE]")?;
     let batch: i64 = args.get(2).map_or(Ok(1), |s| s.parse())?;
     let instances: usize = args.get(3).map_or(Ok(1), |s| s.parse())?;
     let seconds: f64 = args.get(4).map_or(Ok(5.0), |s| s.parse())?;
-    let factory = Arc::new(OrtFactory::new(model, OrtOptions::default())?);
+    let device = args
+        .get(5)
+        .map_or("cpu", String::as_str)
+        .parse::<DeviceSpec>()?
+        .resolve_one()?;
+    let options = OrtOptions {
+        device,
+        ..OrtOptions::default()
+    };
+    let factory = engine::open_model(std::path::Path::new(model), &options)?;
     let spec = factory.signature().inputs[0].clone();
     let mut shape = spec.dims.clone();
     shape[0] = batch;
@@ -52,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = t.join();
     }
     println!(
-        "{{\"model\": \"{model}\", \"batch\": {batch}, \"instances\": {instances}, \"rows_per_s\": {:.1}}}",
+        "{{\"model\": \"{model}\", \"device\": \"{device}\", \"batch\": {batch}, \"instances\": {instances}, \"rows_per_s\": {:.1}}}",
         done as f64 / elapsed
     );
     Ok(())
