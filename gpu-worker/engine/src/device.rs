@@ -119,12 +119,14 @@ impl DeviceSpec {
 
     /// As `resolve`, against given GPUs.
     pub fn resolve_on(&self, gpus: &dyn super::Gpus) -> Result<Vec<Device>, EngineError> {
-        let ordinals: Vec<usize> = match self {
+        let count = match self {
             DeviceSpec::Cpu => return Ok(vec![Device::Cpu]),
-            DeviceSpec::Cuda(list) => list.clone(),
-            DeviceSpec::AllCuda => (0..gpus.list()?.len()).collect(),
+            _ => gpus.count()?,
         };
-        let count = gpus.list()?.len();
+        let ordinals: Vec<usize> = match self {
+            DeviceSpec::Cuda(list) => list.clone(),
+            _ => (0..count).collect(),
+        };
         if ordinals.is_empty() {
             return Err(EngineError::InvalidArgument(
                 "cuda:all: no GPU is visible".into(),

@@ -30,8 +30,11 @@ pub struct GpuInfo {
 }
 
 pub trait Gpus: Send + Sync {
-    /// Every GPU this process can use, by ordinal; an error says why none
-    /// can be (no driver, a build without the `cuda` feature).
+    /// How many GPUs this process can use; an error says why none can be
+    /// (no driver, a build without the `cuda` feature). Cheaper than
+    /// `list`, which reads each GPU (on CUDA, through a context).
+    fn count(&self) -> Result<usize, EngineError>;
+    /// Every GPU this process can use, by ordinal.
     fn list(&self) -> Result<Vec<GpuInfo>, EngineError>;
     /// Bytes free on one GPU now.
     fn free_memory(&self, ordinal: usize) -> Result<u64, EngineError>;
@@ -97,6 +100,10 @@ impl SimulatedGpus {
 }
 
 impl Gpus for SimulatedGpus {
+    fn count(&self) -> Result<usize, EngineError> {
+        Ok(self.sizes.len())
+    }
+
     fn list(&self) -> Result<Vec<GpuInfo>, EngineError> {
         (0..self.sizes.len())
             .map(|i| {
@@ -142,14 +149,17 @@ pub(crate) fn no_such(ordinal: usize, count: usize) -> EngineError {
 fn driver() -> Box<dyn Gpus> {
     struct NoDriver;
     impl Gpus for NoDriver {
-        fn list(&self) -> Result<Vec<GpuInfo>, EngineError> {
+        fn count(&self) -> Result<usize, EngineError> {
             Err(EngineError::Unavailable(format!(
                 "this build has no `cuda` feature (build with --features cuda), \
                  and {SIMULATED_GPUS_ENV} is not set"
             )))
         }
+        fn list(&self) -> Result<Vec<GpuInfo>, EngineError> {
+            self.count().map(|_| Vec::new())
+        }
         fn free_memory(&self, _: usize) -> Result<u64, EngineError> {
-            self.list().map(|_| 0)
+            self.count().map(|_| 0)
         }
     }
     Box::new(NoDriver)
@@ -186,15 +196,16 @@ mod cuda {
         EngineError::Unavailable(format!("CUDA {what}: {e}"))
     }
 
-    fn count() -> Result<usize, EngineError> {
-        driver_present()?;
-        let n = CudaContext::device_count().map_err(|e| failed("device count", e))?;
-        Ok(n.max(0) as usize)
-    }
-
     impl Gpus for Driver {
+        /// Without a context: the driver's count.
+        fn count(&self) -> Result<usize, EngineError> {
+            driver_present()?;
+            let n = CudaContext::device_count().map_err(|e| failed("device count", e))?;
+            Ok(n.max(0) as usize)
+        }
+
         fn list(&self) -> Result<Vec<GpuInfo>, EngineError> {
-            (0..count()?)
+            (0..self.count()?)
                 .map(|i| {
                     let ctx = CudaContext::new(i).map_err(|e| failed(&format!("device {i}"), e))?;
                     let (free, total) = ctx.mem_get_info().map_err(|e| failed("memory", e))?;
@@ -213,7 +224,7 @@ mod cuda {
         }
 
         fn free_memory(&self, ordinal: usize) -> Result<u64, EngineError> {
-            let n = count()?;
+            let n = self.count()?;
             if ordinal >= n {
                 return Err(super::no_such(ordinal, n));
             }

@@ -153,12 +153,13 @@ impl Scheduler {
             .first()
             .ok_or_else(|| EngineError::Runtime("a model needs at least one device".into()))?;
         let signature = first.signature().clone();
-        let per_device = config.instances.max(1);
-        let devices: Vec<Device> = factories
+        // Instance `id` is made by `placed[id]`: `config.instances` of each.
+        let placed: Vec<&Arc<dyn BackendFactory>> = factories
             .iter()
-            .flat_map(|f| std::iter::repeat_n(f.device(), per_device))
+            .flat_map(|f| std::iter::repeat_n(f, config.instances.max(1)))
             .collect();
-        config.instances = devices.len();
+        let devices: Vec<Device> = placed.iter().map(|f| f.device()).collect();
+        config.instances = placed.len();
         if !signature.batched {
             config.max_batch_size = 0;
         }
@@ -186,11 +187,7 @@ impl Scheduler {
             metrics: std::sync::OnceLock::new(),
         });
         let mut instances = Vec::with_capacity(shared.config.instances);
-        for (id, factory) in factories
-            .iter()
-            .flat_map(|f| std::iter::repeat_n(f, per_device))
-            .enumerate()
-        {
+        for (id, factory) in placed.into_iter().enumerate() {
             instances.push(spawn_instance(id, factory.clone(), shared.clone())?);
         }
         tokio::spawn(run_actor(rx, instances, shared.clone()));
